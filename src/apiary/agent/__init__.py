@@ -1,0 +1,1 @@
+"""The agent loop shared by the queen and the workers."""

@@ -1,0 +1,30 @@
+"""Publishes a loop's events with its envelope (stream, node, execution, colony, run) filled in."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from apiary.bus.bus import EventBus
+from apiary.core.events import Event, StoredEvent
+
+
+@dataclass
+class Emitter:
+    bus: EventBus
+    session_id: str
+    stream_id: str
+    node_id: str
+    execution_id: str
+    colony_id: str | None = None
+    run_id: str | None = None
+    muted: bool = False   # set once the run's final event is out: nothing of it may follow
+
+    def event(self, type_: str, data: dict[str, Any]) -> Event:
+        return Event(type=type_, data=data, stream_id=self.stream_id, node_id=self.node_id,
+                     execution_id=self.execution_id, colony_id=self.colony_id, run_id=self.run_id)
+
+    async def emit(self, type_: str, data: dict[str, Any]) -> StoredEvent | None:
+        if self.muted:
+            return None
+        return await self.bus.publish(self.session_id, self.event(type_, data))

@@ -1,0 +1,149 @@
+"""One model call of a turn: stream deltas as events, assemble the response, store it.
+
+Retries: rate limits and overloads are retried with backoff for up to ``capacity_window_s``;
+other retryable errors up to ``max_retries`` times; each retry publishes ``node_retry``.
+A resume reuses the response recorded for this (iteration, inner turn); a recorded replay must.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from dataclasses import dataclass, field
+from typing import Any
+
+from apiary.agent.context import RunContext
+from apiary.core.errors import ProviderError, ProviderRateLimited, RunError
+from apiary.core.messages import JsonObject, ToolCall
+from apiary.llm.base import Finish, ModelRequest, TextDelta, ToolCallDelta
+
+logger = logging.getLogger(__name__)
+_PARTIAL_EVERY_S = 0.2
+
+
+class NoRecording(RunError):
+    pass
+
+
+@dataclass
+class ModelResult:
+    text: str = ""
+    tool_calls: list[ToolCall] = field(default_factory=list)
+    finish: Finish = field(default_factory=Finish)
+
+    def to_record(self) -> JsonObject:
+        return {"text": self.text, "tool_calls": [c.to_wire() for c in self.tool_calls],
+                "finish": {k: getattr(self.finish, k) for k in Finish.__dataclass_fields__ if k != "kind"}}
+
+    @staticmethod
+    def from_record(raw: JsonObject) -> ModelResult:
+        return ModelResult(str(raw.get("text", "")), [ToolCall.from_wire(c) for c in raw.get("tool_calls", [])],
+                           Finish(**(raw.get("finish") or {})))
+
+
+class Streamer:
+    """Publishes deltas and keeps the partial text saved, for one model call."""
+
+    def __init__(self, ctx: RunContext, seq: int, inner_turn: int) -> None:
+        self.ctx, self.seq, self.inner_turn = ctx, seq, inner_turn
+        self.text = ""
+        self._saved_at = 0.0
+
+    async def delta(self, content: str) -> None:
+        if not content:
+            return
+        self.text += content
+        ctx = self.ctx
+        data: dict[str, Any] = {"content": content, "snapshot": self.text, "inner_turn": self.inner_turn}
+        if ctx.role == "queen":
+            data["iteration"] = ctx.state.iteration
+        await ctx.emitter.emit("client_output_delta" if ctx.role == "queen" else "llm_text_delta", data)
+        now = ctx.clock.monotonic()
+        if now - self._saved_at >= _PARTIAL_EVERY_S:
+            self._saved_at = now
+            await self.save_partial()
+
+    async def save_partial(self) -> None:
+        if self.text:
+            partial = {"seq": self.seq, "role": "assistant", "content": self.text, "run_id": self.ctx.run_id}
+            await self.ctx.conversations.put_partial(self.ctx.owner, self.seq, partial)
+
+
+def build_request(ctx: RunContext) -> ModelRequest:
+    hooks = ctx.hooks
+    return ModelRequest(messages=list(ctx.state.messages), system=hooks.system_prompt(),
+                        tools=hooks.tools().specs() + builtin_specs(ctx), max_tokens=ctx.config.max_tokens)
+
+
+def builtin_specs(ctx: RunContext) -> list[Any]:
+    from apiary.agent.builtins import builtin_specs as specs
+
+    return specs(ctx.role, ctx.hooks.tools())
+
+
+async def _stream_once(ctx: RunContext, streamer: Streamer) -> ModelResult:
+    result = ModelResult()
+    async for event in ctx.llm.stream(build_request(ctx)):
+        if isinstance(event, TextDelta):
+            await streamer.delta(event.content)
+        elif isinstance(event, ToolCallDelta):
+            result.tool_calls.append(ToolCall(event.tool_use_id, event.tool_name, dict(event.tool_input)))
+        elif isinstance(event, Finish):
+            result.finish = event
+    result.text = streamer.text
+    return result
+
+
+async def _stream_with_retries(ctx: RunContext, streamer: Streamer) -> ModelResult:
+    policy = ctx.config.retry
+    attempt = 0
+    started = ctx.clock.monotonic()
+    while True:
+        try:
+            return await _stream_once(ctx, streamer)
+        except ProviderError as exc:
+            capacity = isinstance(exc, ProviderRateLimited)
+            in_window = ctx.clock.monotonic() - started < policy.capacity_window_s
+            if not exc.retryable or (not capacity and attempt >= policy.max_retries) or not in_window:
+                raise
+            if streamer.text:   # a half-streamed answer is not resumable: start the call afresh
+                streamer.text = ""
+            await ctx.emitter.emit("node_retry", {"retry_count": attempt + 1,
+                                                  "max_retries": -1 if capacity else policy.max_retries,
+                                                  "error": str(exc)[:500]})
+            logger.warning("model call failed (%s), retrying", exc)
+            await asyncio.sleep(policy.delay(attempt))
+            attempt += 1
+
+
+async def call_model(ctx: RunContext, inner_turn: int) -> ModelResult:
+    """Stream one response and store it as an assistant message (before any tool runs)."""
+    key = f"model:{inner_turn}"
+    seq = ctx.state.next_seq
+    streamer = Streamer(ctx, seq, inner_turn)
+    recorded = ctx.recorded_value(key)
+    try:
+        if recorded is not None:
+            result = ModelResult.from_record(recorded)
+            for i, word in enumerate(result.text.split(" ")):
+                await streamer.delta(word if i == 0 else " " + word)
+        elif ctx.replay == "recorded":
+            raise NoRecording(f"no recorded response for step {ctx.state.iteration}")
+        else:
+            result = await _stream_with_retries(ctx, streamer)
+    except asyncio.CancelledError:
+        await asyncio.shield(_keep_truncated(ctx, streamer))
+        raise
+    await ctx.record(key, result.to_record())
+    extra: JsonObject = {"tool_calls": [c.to_wire() for c in result.tool_calls]}
+    await ctx.add_message("assistant", result.text, **extra)
+    if streamer.text:
+        await ctx.conversations.put_partial(ctx.owner, seq, None)
+    return result
+
+
+async def _keep_truncated(ctx: RunContext, streamer: Streamer) -> None:
+    """A cancelled stream keeps its text as a ``truncated`` assistant message."""
+    if streamer.text:
+        await ctx.add_message("assistant", streamer.text, truncated=True)
+        await ctx.conversations.put_partial(ctx.owner, streamer.seq, None)

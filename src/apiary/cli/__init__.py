@@ -1,0 +1,1 @@
+"""The command line: ``apiary serve``, ``apiary worker``, ``apiary db``."""

@@ -1,0 +1,77 @@
+"""``apiary`` entry point: builds Settings from flags, configures logging, then calls down."""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+from typing import Any
+
+import click
+
+from apiary import __version__
+
+
+class _JsonFormatter(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        return json.dumps({"level": record.levelname, "logger": record.name, "message": record.getMessage(),
+                           "time": self.formatTime(record)})
+
+
+def configure_logging(level: str, fmt: str) -> None:
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(_JsonFormatter() if fmt == "json" else
+                         logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(level.upper())
+    logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
+
+
+@click.group()
+@click.version_option(__version__, prog_name="apiary")
+@click.option("--log-level", default="info", show_default=True,
+              type=click.Choice(["debug", "info", "warning", "error"], case_sensitive=False))
+@click.option("--log-format", default="text", show_default=True, type=click.Choice(["text", "json"]))
+def main(log_level: str, log_format: str) -> None:
+    """apiary: a runtime for long-running LLM agent sessions."""
+    configure_logging(log_level, log_format)
+
+
+def settings_from(**flags: Any) -> Any:
+    from apiary.core.config import Settings
+
+    overrides: dict[str, Any] = {}
+    server: dict[str, Any] = {}
+    for key, value in flags.items():
+        if value is None:
+            continue
+        if key in ("host", "port"):
+            server[key] = value
+        else:
+            overrides[key] = value
+    if server:
+        overrides["server"] = server
+    return Settings(**overrides)
+
+
+@main.command()
+@click.option("--host", default=None, help="Address to bind (default 127.0.0.1).")
+@click.option("--port", type=int, default=None, help="Port (default 8787; 0 picks a free one).")
+@click.option("--home", default=None, help="Data folder (default ~/.apiary, or APIARY_HOME).")
+@click.option("--model", default=None, help="demo | openai:<model> | anthropic:<model> (or APIARY_MODEL).")
+@click.option("--database", "database_url", default=None, help="sqlite:///<path> (default: apiary.db in home).")
+def serve(host: str | None, port: int | None, home: str | None, model: str | None,
+          database_url: str | None) -> None:
+    """Run the HTTP API, the event streams and the web UI."""
+    from apiary.cli.serve import run_server
+    from apiary.core.errors import ApiaryError
+
+    try:
+        settings = settings_from(host=host, port=port, home=home, model=model, database_url=database_url)
+        from apiary.llm.registry import parse_model_spec
+
+        parse_model_spec(settings.model)
+        run_server(settings)
+    except ApiaryError as exc:
+        raise click.ClickException(exc.message) from exc

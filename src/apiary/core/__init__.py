@@ -1,0 +1,1 @@
+"""Foundation types shared by every layer: errors, settings, ids, clock, messages, events."""

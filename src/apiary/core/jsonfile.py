@@ -1,0 +1,45 @@
+"""Atomic JSON files: temporary file, fsync, rename. UTF-8, non-ASCII kept."""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+
+def write_json(path: Path, value: Any, *, indent: int | None = 2, durable: bool = True) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    data = json.dumps(value, ensure_ascii=False, indent=indent).encode()
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+            if durable:
+                fh.flush()
+                os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def read_json(path: Path, default: Any = None) -> Any:
+    """The file's JSON, or ``default`` when it is missing or unreadable."""
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return default
+
+
+def merge_json(path: Path, updates: dict[str, Any], *, remove: tuple[str, ...] = ()) -> dict[str, Any]:
+    """Merge keys into a JSON object file (never replaced wholesale) and return the result."""
+    current = read_json(path, {})
+    if not isinstance(current, dict):
+        current = {}
+    current.update(updates)
+    for key in remove:
+        current.pop(key, None)
+    write_json(path, current)
+    return current

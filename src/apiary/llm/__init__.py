@@ -1,0 +1,1 @@
+"""Model providers: one streaming interface; demo (offline), OpenAI-compatible and Anthropic."""

@@ -1,0 +1,89 @@
+"""The aiohttp application: storage, bus and session manager wired together, plus shutdown order.
+
+Shutdown, in order: ``on_shutdown`` closes the bus so every SSE handler returns at once; then the
+cleanup context stops every session (runs are cancelled to a checkpoint) and closes storage.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+from aiohttp import web
+
+from apiary.bus.bus import EventBus
+from apiary.core.clock import Clock, SystemClock
+from apiary.core.config import Settings
+from apiary.core.ids import IdFactory, RandomIds
+from apiary.core.layout import Layout
+from apiary.core.tasks import TaskOwner
+from apiary.llm.registry import make_llm
+from apiary.server.errors import error_middleware, token_middleware
+from apiary.server.routes import ALL_ROUTES
+from apiary.server.state import APP_STATE, AppState
+from apiary.sessions.deps import LLMFactory, SessionDeps
+from apiary.sessions.files import SessionIndex
+from apiary.sessions.manager import SessionManager
+from apiary.storage import open_stores
+from apiary.storage.base import Stores
+
+logger = logging.getLogger(__name__)
+STATIC = Path(__file__).parent / "static"
+
+
+async def build_app(settings: Settings, *, stores: Stores | None = None, llm_factory: LLMFactory | None = None,
+                    clock: Clock | None = None, ids: IdFactory | None = None) -> web.Application:
+    home = settings.home_dir
+    home.mkdir(parents=True, exist_ok=True)
+    clock = clock or SystemClock()
+    stores = stores or await open_stores(settings.database_url, home=home)
+    layout = Layout(home)
+    deps = SessionDeps(settings=settings, layout=layout, stores=stores,
+                       bus=EventBus(stores.events, clock, queue_size=settings.server.sse_queue_size),
+                       clock=clock, ids=ids or RandomIds(),
+                       make_llm=llm_factory or (lambda spec: make_llm(spec, settings)),
+                       tasks=TaskOwner("sessions"), index=SessionIndex(layout))
+    token = settings.server.api_token.get_secret_value() if settings.server.api_token else None
+    app = web.Application(client_max_size=settings.server.max_body_bytes,
+                          middlewares=[token_middleware(token), error_middleware, ui_middleware])
+    app[APP_STATE] = AppState(settings=settings, deps=deps, sessions=SessionManager(deps))
+    for route in ALL_ROUTES:
+        app.router.add_route(route.method, route.path, route.handler)
+    app.on_shutdown.append(_close_streams)
+    app.cleanup_ctx.append(_lifecycle)
+    return app
+
+
+async def _close_streams(app: web.Application) -> None:
+    await app[APP_STATE].deps.bus.close()
+
+
+async def _lifecycle(app: web.Application) -> AsyncIterator[None]:
+    state = app[APP_STATE]
+    from apiary.sessions.recovery import recover_at_startup
+
+    await recover_at_startup(state.deps)
+    yield
+    await state.sessions.aclose()
+    await state.deps.tasks.aclose(state.settings.server.shutdown_timeout_s)
+    await state.deps.stores.aclose()
+
+
+@web.middleware
+async def ui_middleware(request: web.Request, handler: web.RequestHandler) -> web.StreamResponse:  # type: ignore[name-defined]
+    """Paths outside /api/ serve the web UI; unknown ones fall back to index.html."""
+    try:
+        return await handler(request)
+    except web.HTTPNotFound:
+        if request.path.startswith("/api/") or request.method not in ("GET", "HEAD"):
+            raise
+        return _static_file(request.path)
+
+
+def _static_file(path: str) -> web.StreamResponse:
+    root = STATIC.resolve()
+    candidate = (root / path.lstrip("/")).resolve()
+    if candidate.is_file() and root in candidate.parents:
+        return web.FileResponse(candidate)
+    return web.FileResponse(root / "index.html", headers={"Cache-Control": "no-cache"})

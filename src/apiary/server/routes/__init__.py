@@ -1,0 +1,10 @@
+"""Route modules; each exposes ``ROUTES``, a list of ``routing.Route``."""
+
+from __future__ import annotations
+
+from apiary.server.routes import events, execution, misc, queen, queens, sessions
+from apiary.server.routing import Route
+
+ALL_ROUTES: list[Route] = [
+    *misc.ROUTES, *queens.ROUTES, *sessions.ROUTES, *events.ROUTES, *queen.ROUTES, *execution.ROUTES,
+]

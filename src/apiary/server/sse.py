@@ -1,0 +1,125 @@
+"""Server-Sent Events for a session's log (SPEC A 4).
+
+Frames carry ``id:`` and ``data:`` only (gap frames only ``data:``), never ``event:``. The stream
+subscribes before it reads the log and skips live events the log read already delivered, so a
+client resuming with ``Last-Event-ID`` gets every missed event exactly once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Callable
+from typing import Any
+
+from aiohttp import web
+
+from apiary.bus.bus import EventBus, Subscription
+from apiary.core.clock import Clock, utc_iso
+from apiary.core.events import REPLAY_TYPES, StoredEvent
+
+SSE_HEADERS = {"Content-Type": "text/event-stream", "Cache-Control": "no-cache", "Connection": "keep-alive",
+               "X-Accel-Buffering": "no"}
+NOISE_EXCEPTIONS = frozenset({"subagent_report", "execution_completed", "execution_failed"})
+KEEPALIVE = b": keepalive\n\n"
+_PAGE = 1000
+
+
+def encode(stored: StoredEvent) -> bytes:
+    return f"id: {stored.id}\ndata: {stored.json_text}\n\n".encode()
+
+
+def gap_frame(clock: Clock, last_id: int | None, next_id: int | None, reason: str) -> bytes:
+    body = {"type": "gap", "stream_id": None, "node_id": None, "execution_id": None,
+            "data": {"last_id": last_id, "next_id": next_id, "reason": reason},
+            "timestamp": utc_iso(clock.now()), "correlation_id": None, "colony_id": None}
+    return f"data: {json.dumps(body)}\n\n".encode()
+
+
+def make_filter(types: frozenset[str], *, hide_worker_noise: bool) -> Callable[[StoredEvent], bool]:
+    def wanted(stored: StoredEvent) -> bool:
+        if stored.type not in types:
+            return False
+        stream = stored.event.stream_id or ""
+        return not (hide_worker_noise and stream.startswith("worker") and stored.type not in NOISE_EXCEPTIONS)
+
+    return wanted
+
+
+class EventStream:
+    def __init__(self, request: web.Request, bus: EventBus, clock: Clock, session_id: str, *,
+                 wanted: Callable[[StoredEvent], bool], resume: int | None, keepalive_s: float) -> None:
+        self.request, self.bus, self.clock, self.session_id = request, bus, clock, session_id
+        self.wanted, self.resume, self.keepalive_s = wanted, resume, keepalive_s
+        self.response = web.StreamResponse(headers=SSE_HEADERS)
+        self.last_sent: int | None = resume
+
+    async def _write(self, data: bytes) -> None:
+        await self.response.write(data)
+
+    async def _send(self, stored: StoredEvent) -> None:
+        if self.wanted(stored):
+            await self._write(encode(stored))
+        self.last_sent = stored.id
+
+    async def run(self) -> web.StreamResponse:
+        await self.response.prepare(self.request)
+        await self._write(b"retry: 3000\n\n")
+        try:
+            async with self.bus.subscribe(self.session_id) as sub:
+                seen = await self._catch_up()
+                await self._live(sub, seen)
+        except (ConnectionResetError, asyncio.CancelledError):
+            pass
+        return self.response
+
+    async def _catch_up(self) -> int:
+        """Write what the log holds for this stream; return the newest id covered."""
+        log = self.bus.log
+        newest = await log.last_id(self.session_id)
+        if self.resume is None:
+            for stored in await log.read_tail(self.session_id, 1000):
+                if stored.type in REPLAY_TYPES and self.wanted(stored):
+                    await self._write(encode(stored))
+            return newest
+        if self.resume > newest:
+            await self._write(gap_frame(self.clock, self.resume, None, "unknown_last_event_id"))
+            return newest
+        after = self.resume
+        while after < newest:
+            page = await log.read(self.session_id, after=after, limit=_PAGE)
+            if not page:
+                break
+            for stored in page:
+                await self._send(stored)
+            after = page[-1].id
+        return max(after, newest)
+
+    async def _live(self, sub: Subscription, seen: int) -> None:
+        while True:
+            try:
+                stored = await sub.get(timeout_s=self.keepalive_s)
+            except TimeoutError:
+                await self._write(KEEPALIVE)
+                continue
+            if stored is None:
+                if sub.overflowed:
+                    await self._write(gap_frame(self.clock, self.last_sent, None, "slow_consumer"))
+                return
+            if stored.id <= seen:
+                continue
+            await self._send(stored)
+
+
+def parse_resume(request: web.Request) -> int | None:
+    raw: Any = request.headers.get("Last-Event-ID")
+    if raw is None:
+        raw = request.query.get("last_event_id")
+    if raw is None or raw == "":
+        return None
+    text = str(raw).strip()
+    if not text.isdigit():
+        from apiary.core.errors import InvalidRequest
+
+        raise InvalidRequest("Last-Event-ID must be a non-negative integer")
+    return int(text)

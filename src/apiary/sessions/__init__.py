@@ -1,0 +1,1 @@
+"""Sessions: the queen, her phases, the session manager, fork and recovery."""

@@ -1,0 +1,192 @@
+"""SessionManager: creates, restores, lists and ends sessions; owns every queen task.
+
+Never holds a lock across slow I/O except the per-id lock that keeps two requests from
+restoring the same session twice.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import shutil
+from typing import Any
+
+from apiary.core.clock import utc_iso
+from apiary.core.errors import Conflict, InvalidRequest, NotFound
+from apiary.core.safety import require_safe_segment
+from apiary.llm.registry import parse_model_spec
+from apiary.sessions.deps import SessionDeps
+from apiary.sessions.files import StoredSession
+from apiary.sessions.phases import PHASES
+from apiary.sessions.profiles import DEFAULT_QUEEN, QueenProfile, classify, get_profile
+from apiary.sessions.session import Session
+
+logger = logging.getLogger(__name__)
+
+
+def check_phase(phase: str | None) -> None:
+    if phase is not None and phase not in PHASES:
+        raise InvalidRequest(f"Invalid initial_phase '{phase}'", valid=sorted(PHASES))
+
+
+def require_profile(queen_id: str) -> QueenProfile:
+    require_safe_segment(queen_id)
+    profile = get_profile(queen_id)
+    if profile is None:
+        raise NotFound(f"Queen '{queen_id}' not found")
+    return profile
+
+
+class SessionManager:
+    def __init__(self, deps: SessionDeps) -> None:
+        self.deps = deps
+        self.live: dict[str, Session] = {}
+        self._locks: dict[str, asyncio.Lock] = {}
+
+    def _lock(self, session_id: str) -> asyncio.Lock:
+        return self._locks.setdefault(session_id, asyncio.Lock())
+
+    # -- lookups ---------------------------------------------------------------------------------
+
+    def loaded(self, session_id: str) -> Session | None:
+        return self.live.get(session_id)
+
+    async def get_live(self, session_id: str) -> Session:
+        """The live session, restoring one that was live at the last stop (SPEC A 1.8)."""
+        session = self.live.get(session_id)
+        if session is not None:
+            session.touch()
+            return session
+        async with self._lock(session_id):
+            session = self.live.get(session_id)
+            if session is not None:
+                return session
+            stored = self.deps.index.get(session_id)
+            if stored is None or stored.meta().get("ended_at"):
+                raise NotFound(f"Session '{session_id}' not found")
+            return await self._open(stored, restore=True)
+
+    def stored(self, session_id: str) -> StoredSession | None:
+        return self.deps.index.get(session_id)
+
+    # -- creating --------------------------------------------------------------------------------
+
+    async def create(self, *, queen_id: str | None = None, session_id: str | None = None,
+                     model: str | None = None, initial_prompt: str | None = None,
+                     initial_phase: str | None = None, resume_from: str | None = None) -> Session:
+        check_phase(initial_phase)
+        if queen_id is None:
+            queen_id = classify(initial_prompt) if initial_prompt else DEFAULT_QUEEN
+        profile = require_profile(queen_id)
+        if model is not None:
+            parse_model_spec(model)
+        wanted = resume_from or session_id
+        if wanted is not None:
+            require_safe_segment(wanted)
+            if wanted in self.live:
+                raise Conflict(f"Session '{wanted}' already exists")
+        async with self._lock(wanted or "__new__"):
+            stored = self.deps.index.get(wanted) if resume_from else None
+            if stored is not None:
+                return await self._open(stored, restore=True, phase=initial_phase, model=model)
+            sid = wanted or self._new_id()
+            if self.deps.index.get(sid) is not None and not resume_from:
+                raise Conflict(f"Session '{sid}' already exists")
+            stored = self.deps.index.create(profile.id, sid)
+            return await self._open(stored, restore=False, phase=initial_phase or "independent", model=model,
+                                    initial_prompt=initial_prompt, profile=profile)
+
+    def _new_id(self) -> str:
+        while True:
+            sid = self.deps.ids.session_id(self.deps.clock.now())
+            if sid not in self.live and self.deps.index.get(sid) is None:
+                return sid
+
+    async def _open(self, stored: StoredSession, *, restore: bool, phase: str | None = None,
+                    model: str | None = None, initial_prompt: str | None = None,
+                    profile: QueenProfile | None = None) -> Session:
+        meta = stored.meta()
+        profile = profile or get_profile(str(meta.get("queen_id") or stored.queen_id)) or get_profile(DEFAULT_QUEEN)
+        assert profile is not None
+        model_spec = model or str(meta.get("model") or self.deps.settings.model)
+        phase = phase or str(meta.get("phase") or "independent")
+        llm = self.deps.make_llm(model_spec)
+        meta = stored.merge_meta({"created_at": meta.get("created_at", self.deps.clock.now()),
+                                  "queen_id": profile.id, "phase": phase, "model": model_spec},
+                                 remove=("ended_at",))
+        session = Session(deps=self.deps, stored=stored, profile=profile, model_spec=model_spec, llm=llm,
+                          phase=phase, meta=meta)
+        self.live[session.id] = session
+        if initial_prompt and not restore:
+            await session.publish("client_input_received", {"content": initial_prompt, "image_count": 0})
+        session.queen.start(initial_prompt=initial_prompt, greet=not restore)
+        return session
+
+    # -- ending ----------------------------------------------------------------------------------
+
+    async def end(self, session_id: str) -> None:
+        """DELETE /api/sessions/{id}: stop it and record ``ended_at`` so it stays cold."""
+        session = self.live.pop(session_id, None)
+        stored = session.stored if session else self.deps.index.get(session_id)
+        if stored is None:
+            raise NotFound(f"Session '{session_id}' not found")
+        if session is not None:
+            await self._stop(session)
+        stored.merge_meta({"ended_at": utc_iso(self.deps.clock.now())})
+
+    async def _stop(self, session: Session) -> None:
+        self.deps.bus.end_session(session.id)
+        if session.colony is not None:
+            await session.colony.aclose()
+        await session.queen.stop()
+        await session.llm.aclose()
+
+    async def delete_stored(self, session_id: str) -> None:
+        require_safe_segment(session_id)
+        stored = self.deps.index.get(session_id)
+        if stored is None and session_id not in self.live:
+            raise NotFound(f"Session '{session_id}' not found")
+        session = self.live.pop(session_id, None)
+        if session is not None:
+            await self._stop(session)
+            stored = session.stored
+        assert stored is not None
+        await self.deps.stores.events.delete_session(session_id)
+        await self.deps.stores.conversations.delete(f"queen:{session_id}")
+        await asyncio.to_thread(shutil.rmtree, stored.dir, True)
+        self.deps.index.forget(session_id)
+
+    async def aclose(self) -> None:
+        """Shutdown: bring every live session to a stop; they come back on first use."""
+        sessions = list(self.live.values())
+        self.live.clear()
+        await asyncio.gather(*(self._stop(s) for s in sessions), return_exceptions=True)
+
+    # -- listings --------------------------------------------------------------------------------
+
+    def cold_shape(self, stored: StoredSession) -> dict[str, Any]:
+        meta = stored.meta()
+        summary = stored.summary()
+        return {"session_id": stored.session_id, "cold": True, "live": False,
+                "has_messages": bool(summary.get("message_count")), "created_at": meta.get("created_at"),
+                "agent_name": meta.get("agent_name"), "agent_path": meta.get("agent_path"),
+                "colony_spawned": bool(meta.get("colony_spawned")),
+                "spawned_colony_name": meta.get("spawned_colony_name")}
+
+    def history(self) -> list[dict[str, Any]]:
+        items = []
+        for stored in self.deps.index.all():
+            meta = stored.meta()
+            if meta.get("colony_fork"):
+                continue
+            summary = stored.summary()
+            live = stored.session_id in self.live
+            items.append({
+                "session_id": stored.session_id, "cold": not live, "live": live,
+                "has_messages": bool(summary.get("message_count")), "created_at": meta.get("created_at"),
+                "last_active_at": summary.get("last_active_at", meta.get("created_at")),
+                "agent_name": meta.get("agent_name"), "agent_path": meta.get("agent_path"),
+                "last_message": summary.get("last_message", ""), "message_count": summary.get("message_count", 0),
+                "queen_id": meta.get("queen_id", stored.queen_id)})
+        items.sort(key=lambda i: i["last_active_at"] or 0, reverse=True)
+        return items

@@ -1,0 +1,25 @@
+"""Storage: interfaces in base.py, backends memory/ and sqlite/; ``open_stores`` picks one by URL."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from apiary.core.errors import ConfigurationError
+from apiary.storage.base import Stores
+
+
+async def open_stores(url: str, *, home: Path) -> Stores:
+    """``memory://``, ``sqlite:///path`` or "" (apiary.db under ``home``)."""
+    if url == "memory://":
+        from apiary.storage.memory import MemoryStores
+
+        return MemoryStores()
+    if url in ("", "sqlite://") or url.startswith("sqlite:///"):
+        from apiary.storage.sqlite.stores import SqliteStores
+
+        path = Path(url.removeprefix("sqlite:///")) if url.startswith("sqlite:///") else home / "apiary.db"
+        return await SqliteStores.open(path)
+    raise ConfigurationError(f"unsupported database URL {url!r}: use sqlite:///<path> or leave it empty")
+
+
+__all__ = ["Stores", "open_stores"]

@@ -1,0 +1,112 @@
+"""Storage interfaces. Every method is abstract, so a backend that misses one fails when built.
+
+Invariants every backend keeps (the conformance suite in tests/storage checks them):
+- event ids per session start at 1, grow by exactly 1, survive restarts and are never reused;
+- ``EventLog.read(after=n)`` returns exactly the events with ids above ``n``, in id order;
+- conversation writes are atomic per call: a crash leaves either the old or the new state.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+from typing import Any
+
+from apiary.core.events import Event, StoredEvent
+from apiary.core.messages import JsonObject
+
+
+@dataclass
+class Conversation:
+    """What a loop needs to restore itself (SPEC B 3.9)."""
+
+    meta: JsonObject | None = None
+    messages: list[JsonObject] = field(default_factory=list)
+    cursor: JsonObject | None = None
+    partials: dict[int, JsonObject] = field(default_factory=dict)
+
+
+class EventLog(ABC):
+    @abstractmethod
+    async def append(self, session_id: str, event: Event) -> StoredEvent: ...
+
+    @abstractmethod
+    async def append_many(self, session_id: str, events: list[Event]) -> list[StoredEvent]: ...
+
+    @abstractmethod
+    async def read(self, session_id: str, *, after: int = 0, limit: int | None = None) -> list[StoredEvent]:
+        """Events with id > after, oldest first, at most ``limit``."""
+
+    @abstractmethod
+    async def read_tail(self, session_id: str, limit: int) -> list[StoredEvent]:
+        """The newest ``limit`` events, oldest first."""
+
+    @abstractmethod
+    async def last_id(self, session_id: str) -> int: ...
+
+    @abstractmethod
+    async def delete_session(self, session_id: str) -> None: ...
+
+    @abstractmethod
+    async def copy_session(self, source: str, target: str) -> None:
+        """Give ``target`` a copy of ``source``'s log (same ids)."""
+
+
+class ConversationStore(ABC):
+    """Conversations keyed by an owner string such as ``queen:<session_id>``."""
+
+    @abstractmethod
+    async def load(self, owner: str) -> Conversation: ...
+
+    @abstractmethod
+    async def append_message(self, owner: str, message: JsonObject) -> None: ...
+
+    @abstractmethod
+    async def put_cursor(self, owner: str, cursor: JsonObject) -> None: ...
+
+    @abstractmethod
+    async def put_meta(self, owner: str, meta: JsonObject) -> None: ...
+
+    @abstractmethod
+    async def put_partial(self, owner: str, seq: int, partial: JsonObject | None) -> None:
+        """Save (or, with None, clear) the partial assistant text being streamed at ``seq``."""
+
+    @abstractmethod
+    async def truncate_from(self, owner: str, seq: int) -> None:
+        """Drop messages and partials with seq >= ``seq`` (resume from a checkpoint)."""
+
+    @abstractmethod
+    async def replace(self, owner: str, messages: list[JsonObject], cursor: JsonObject) -> None:
+        """Replace every message and partial, and the cursor, in one step (compaction)."""
+
+    @abstractmethod
+    async def copy(self, source: str, target: str) -> None: ...
+
+    @abstractmethod
+    async def delete(self, owner: str) -> None: ...
+
+
+class RecordingStore(ABC):
+    """Model responses and tool results per (owner, run, step), for resume and recorded replay."""
+
+    @abstractmethod
+    async def put(self, owner: str, run_id: str, step: int, key: str, value: Any) -> None: ...
+
+    @abstractmethod
+    async def get_run(self, owner: str, run_id: str) -> dict[tuple[int, str], Any]: ...
+
+    @abstractmethod
+    async def delete(self, owner: str) -> None: ...
+
+
+class Stores(ABC):
+    events: EventLog
+    conversations: ConversationStore
+    recordings: RecordingStore
+
+    @abstractmethod
+    async def ping(self) -> None:
+        """Raise when storage cannot be reached."""
+
+    @abstractmethod
+    async def aclose(self) -> None: ...

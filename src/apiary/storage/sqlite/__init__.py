@@ -1,0 +1,1 @@
+"""SQLite backend: apiary.db (events, conversations, recordings) and the colonies' progress.db."""

@@ -1,0 +1,1 @@
+"""Tools the agents call: the protocol, built-ins and workspace tools."""
