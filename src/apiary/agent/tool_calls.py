@@ -41,6 +41,9 @@ async def _execute(ctx: RunContext, call: ToolCall) -> ToolOutput:
     if "_raw_arguments" in call.arguments:
         return ToolOutput(f"Malformed arguments for '{call.name}': expected a JSON object", is_error=True)
     timeout = ctx.config.tool_call_timeout_seconds
+    own = call.arguments.get("timeout_seconds")
+    if isinstance(own, int | float) and not isinstance(own, bool):
+        timeout = max(timeout, min(float(own), 600.0) + 5.0)   # a command's own limit wins, so its output is kept
     try:
         async with asyncio.timeout(timeout):
             return await tool.call(call.arguments, ctx.tool_context)
