@@ -103,6 +103,7 @@ class AgentLoop:
         if not restored:
             await self._fresh_start()
         await ctx.emitter.emit("node_loop_started", {"max_iterations": ctx.config.max_iterations})
+        await ctx.hooks.after_iteration(ctx, "node_start")
         self._parked = (restored and ctx.role == "queen") or ctx.state.pending_input is not None
         while True:
             if ctx.shutdown:
@@ -185,7 +186,9 @@ class AgentLoop:
                 raise
             result = TurnResult(cancelled=True)
         except ProviderError as exc:
-            if ctx.role == "worker" or exc.retryable:
+            # Retries happen inside call_model; what escapes is final, retryable or not. The queen
+            # reports it and parks (SPEC B 3.3); a worker's execution fails.
+            if ctx.role == "worker":
                 raise
             result = await self._report_model_error(exc)
         finally:

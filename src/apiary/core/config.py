@@ -38,6 +38,8 @@ class ColonySettings(BaseModel, frozen=True):
     cancel_grace_s: float = 5.0
     compaction_timeout_s: float = 180.0
     resume_stale_sessions: bool = True
+    resurrect_delay_s: float = 2.0
+    heartbeat_s: float = 60.0
 
 
 class LLMSettings(BaseModel, frozen=True):

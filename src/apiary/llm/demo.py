@@ -22,11 +22,12 @@ from typing import Any
 
 from apiary.core.errors import ProviderError
 from apiary.core.messages import JsonObject
-from apiary.llm.base import ModelRequest
+from apiary.llm.base import ModelRequest, ModelResponse
 from apiary.llm.fake import FunctionLLM, Turn
 
 NAME = "demo"
-_DIRECTIVE = re.compile(r"^\s*demo:(tool|ask|escalate|fail|delay)\b[ \t]*(.*)$", re.MULTILINE)
+_DIRECTIVE = re.compile(r"(?:^|(?<=\s))demo:(tool|ask|escalate|fail|delay)\b[ \t]*(.*)$", re.MULTILINE)
+_USER_LINE = re.compile(r"^\[U\d+\] ", re.MULTILINE)
 _STAMP = re.compile(r"^\[[^\]]*\]\s*(\[External event\]\s*)?")
 
 
@@ -95,6 +96,14 @@ class DemoLLM(FunctionLLM):
 
     def __init__(self) -> None:
         super().__init__(self._respond, model=NAME)
+
+    async def acomplete(self, request: ModelRequest) -> ModelResponse:
+        """A deterministic summary listing every user message the request names verbatim."""
+        self.requests.append(request)
+        users = [line for line in request.system.splitlines() if _USER_LINE.match(line)]
+        text = "Summary written by the demo model (offline).\nUser messages:\n" + ("\n".join(users) or "(none)")
+        return ModelResponse(content=text, model=NAME, input_tokens=len(request.system) // 4,
+                             output_tokens=len(text) // 4)
 
     def _respond(self, request: ModelRequest) -> Turn:
         tool_names = {t.name for t in request.tools}

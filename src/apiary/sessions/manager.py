@@ -73,7 +73,8 @@ class SessionManager:
 
     async def create(self, *, queen_id: str | None = None, session_id: str | None = None,
                      model: str | None = None, initial_prompt: str | None = None,
-                     initial_phase: str | None = None, resume_from: str | None = None) -> Session:
+                     initial_phase: str | None = None, resume_from: str | None = None,
+                     attach: bool = True) -> Session:
         check_phase(initial_phase)
         if queen_id is None:
             queen_id = classify(initial_prompt) if initial_prompt else DEFAULT_QUEEN
@@ -88,15 +89,15 @@ class SessionManager:
         async with self._lock(wanted or "__new__"):
             stored = self.deps.index.get(wanted) if resume_from else None
             if stored is not None:
-                return await self._open(stored, restore=True, phase=initial_phase, model=model)
-            sid = wanted or self._new_id()
+                return await self._open(stored, restore=True, phase=initial_phase, model=model, attach=attach)
+            sid = wanted or self.new_id()
             if self.deps.index.get(sid) is not None and not resume_from:
                 raise Conflict(f"Session '{sid}' already exists")
             stored = self.deps.index.create(profile.id, sid)
             return await self._open(stored, restore=False, phase=initial_phase or "independent", model=model,
                                     initial_prompt=initial_prompt, profile=profile)
 
-    def _new_id(self) -> str:
+    def new_id(self) -> str:
         while True:
             sid = self.deps.ids.session_id(self.deps.clock.now())
             if sid not in self.live and self.deps.index.get(sid) is None:
@@ -104,7 +105,7 @@ class SessionManager:
 
     async def _open(self, stored: StoredSession, *, restore: bool, phase: str | None = None,
                     model: str | None = None, initial_prompt: str | None = None,
-                    profile: QueenProfile | None = None) -> Session:
+                    profile: QueenProfile | None = None, attach: bool = True) -> Session:
         meta = stored.meta()
         profile = profile or get_profile(str(meta.get("queen_id") or stored.queen_id)) or get_profile(DEFAULT_QUEEN)
         assert profile is not None
@@ -120,7 +121,21 @@ class SessionManager:
         if initial_prompt and not restore:
             await session.publish("client_input_received", {"content": initial_prompt, "image_count": 0})
         session.queen.start(initial_prompt=initial_prompt, greet=not restore)
+        loaded = meta.get("loaded_colony")
+        if restore and attach and isinstance(loaded, str):
+            await self._reattach(session, loaded)
         return session
+
+    async def _reattach(self, session: Session, colony_dir: str) -> None:
+        from pathlib import Path
+
+        from apiary.sessions.colony_loading import attach_colony
+
+        try:
+            await attach_colony(session, Path(colony_dir))
+        except Exception:
+            logger.exception("could not reload colony %s into session %s", colony_dir, session.id)
+            session.colony = None
 
     # -- ending ----------------------------------------------------------------------------------
 

@@ -83,6 +83,17 @@ class Session:
     def phase_tool_names(self) -> list[str]:
         return [*PHASE_TOOLS.get(self.phase, ()), "ask_user"]
 
+    # -- ColonyHost: how the loaded colony talks back -------------------------------------------
+
+    def tell_queen(self, text: str) -> None:
+        from apiary.agent.context import InboxItem
+
+        if not self.queen.deliver(InboxItem(text, kind="event")):
+            logger.info("queen of %s not running; dropped note: %s", self.id, text[:80])
+
+    async def workers_idle(self) -> None:
+        await self.switch_phase("reviewing", source="auto")
+
     def lock(self, colony_name: str) -> None:
         now = utc_iso(self.deps.clock.now())
         self.stored.merge_meta({"colony_spawned": True, "spawned_colony_name": colony_name,

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from apiary.server.routes import events, execution, misc, queen, queens, sessions
+from apiary.server.routes import colony, events, execution, fork, misc, progress, queen, queens, sessions
 from apiary.server.routing import Route
 
 ALL_ROUTES: list[Route] = [
     *misc.ROUTES, *queens.ROUTES, *sessions.ROUTES, *events.ROUTES, *queen.ROUTES, *execution.ROUTES,
+    *colony.ROUTES, *progress.ROUTES, *fork.ROUTES,
 ]

@@ -1,0 +1,1 @@
+"""Colonies: worker specs on disk, executions of worker loops, the task queue, goal progress, timers."""

@@ -1,0 +1,119 @@
+"""Colony progress from progress.db (SPEC A 3.7) and worker sessions with checkpoints (A 3.8)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+from aiohttp import web
+
+from apiary.colonies.views import checkpoints_json, worker_sessions_json
+from apiary.core.errors import InvalidRequest, NoColonyLoaded, NotFound
+from apiary.core.safety import COLONY_NAME, require_safe_segment
+from apiary.server.routing import Route
+from apiary.server.sse import KEEPALIVE, SSE_HEADERS
+from apiary.server.state import app_state, live_session
+from apiary.storage.sqlite import progress_db
+
+
+def colony_db(request: web.Request) -> Path:
+    name = require_safe_segment(request.match_info["colony_name"])
+    if not COLONY_NAME.match(name):
+        raise InvalidRequest("Invalid path parameter")
+    colony_dir = app_state(request).deps.layout.colony_dir(name)
+    db = colony_dir / "data" / "progress.db"
+    if not colony_dir.is_dir() or not db.is_file():
+        raise NotFound(f"Colony '{name}' not found")
+    return db
+
+
+def read_snapshot(db: Path, limit: int) -> dict[str, Any]:
+    conn = progress_db.connect(db)
+    try:
+        snap = progress_db.progress_snapshot(conn, limit)
+    finally:
+        conn.close()
+    return {"colony_name": db.parent.parent.name, "tasks": snap["tasks"], "items": snap["items"]}
+
+
+def _limit(request: web.Request) -> int:
+    try:
+        return max(1, min(int(request.query.get("limit", "500")), 500))
+    except ValueError:
+        return 500
+
+
+async def snapshot(request: web.Request) -> web.Response:
+    db = colony_db(request)
+    return web.json_response(await asyncio.to_thread(read_snapshot, db, _limit(request)))
+
+
+def _version(db: Path) -> tuple[float, ...]:
+    stamps = []
+    for suffix in ("", "-wal"):
+        try:
+            st = os.stat(f"{db}{suffix}")
+            stamps += [st.st_mtime, st.st_size]
+        except OSError:
+            stamps += [0.0, 0.0]
+    return tuple(stamps)
+
+
+async def stream(request: web.Request) -> web.StreamResponse:
+    """A snapshot at connect and after each change of the queue, at most once a second."""
+    state = app_state(request)
+    db = colony_db(request)
+    limit = _limit(request)
+    response = web.StreamResponse(headers=SSE_HEADERS)
+    await response.prepare(request)
+    seen: tuple[float, ...] | None = None
+    last_text = ""
+    quiet = 0.0
+    try:
+        while not state.bus.closed:
+            version = _version(db)
+            if version != seen:
+                seen = version
+                text = json.dumps(await asyncio.to_thread(read_snapshot, db, limit))
+                if text != last_text:
+                    await response.write(f"data: {text}\n\n".encode())
+                    last_text, quiet = text, 0.0
+            if quiet >= state.settings.server.keepalive_s:
+                await response.write(KEEPALIVE)
+                quiet = 0.0
+            await asyncio.sleep(1.0)
+            quiet += 1.0
+    except (ConnectionResetError, asyncio.CancelledError):
+        pass
+    return response
+
+
+async def worker_sessions(request: web.Request) -> web.Response:
+    session = await live_session(request)
+    if session.colony is None:
+        raise NoColonyLoaded()
+    return web.json_response(await asyncio.to_thread(worker_sessions_json, session.colony))
+
+
+async def checkpoints(request: web.Request) -> web.Response:
+    session = await live_session(request)
+    if session.colony is None:
+        raise NoColonyLoaded()
+    worker_session_id = require_safe_segment(request.match_info["worker_session_id"])
+    files = session.colony.worker_session(worker_session_id)
+    if files is None:
+        raise NotFound("Session not found")
+    return web.json_response(await asyncio.to_thread(checkpoints_json, files))
+
+
+ROUTES = [
+    Route("GET", "/api/colonies/{colony_name}/progress/snapshot", snapshot, "Tasks of a colony's queue"),
+    Route("GET", "/api/colonies/{colony_name}/progress/stream", stream, "SSE snapshots of a colony's queue",
+          stream=True),
+    Route("GET", "/api/sessions/{session_id}/worker-sessions", worker_sessions, "Worker sessions of the colony"),
+    Route("GET", "/api/sessions/{session_id}/worker-sessions/{worker_session_id}/checkpoints", checkpoints,
+          "Checkpoints of a worker session"),
+]
