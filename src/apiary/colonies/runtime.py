@@ -18,6 +18,7 @@ from apiary.colonies.execution import PAUSED, SHUTDOWN, Execution, ExecutionRequ
 from apiary.colonies.progress import goal_progress
 from apiary.colonies.spec import ColonySpec, EntryPoint
 from apiary.colonies.stream import CancelOutcome, ExecutionStream
+from apiary.colonies.timers import TimerSet
 from apiary.colonies.worker_session import WorkerSessionFiles
 from apiary.core.clock import Clock
 from apiary.core.config import Settings
@@ -41,6 +42,8 @@ class ColonyHost(Protocol):
 
     def tell_queen(self, text: str) -> None: ...
 
+    def inject_trigger(self, text: str) -> None: ...
+
     async def workers_idle(self) -> None: ...
 
 
@@ -61,6 +64,7 @@ class ColonyRuntime:
         self.loop_config = replace(LoopConfig.from_json(spec.loop_config), retry=RetryPolicy(
             max_retries=settings.llm.max_retries, base_s=settings.llm.retry_base_s, max_s=settings.llm.retry_max_s))
         self._tools: Toolset | None = None
+        self.timers = TimerSet(self)
 
     # -- identity --------------------------------------------------------------------------------
 
@@ -114,6 +118,7 @@ class ColonyRuntime:
                                                     "node_count": 1})
         self._last_progress = (await self.goal_progress())["progress"]
         self.tasks.spawn(self._reclaim_periodically(), name=f"reclaim:{self.name}")
+        await self.timers.start()
         await self._recover_stale_sessions()
 
     def _collect_outputs(self) -> dict[str, Any]:
@@ -168,6 +173,7 @@ class ColonyRuntime:
         for stream in self.streams.values():
             for execution in stream.active.values():
                 execution.cancel_reason = execution.cancel_reason or SHUTDOWN
+        await self.timers.remove_all()
         await self.tasks.aclose(self.settings.colonies.cancel_grace_s)
         await self.queue.close()
 
@@ -212,7 +218,7 @@ class ColonyRuntime:
         return self.spec.entry_points()
 
     def entry_points_json(self) -> list[dict[str, Any]]:
-        return [ep.to_json() for ep in self.entry_points()]
+        return self.timers.entry_points_json()
 
     def has_entry_point(self, entry_point: str | None) -> bool:
         return bool(self.streams) if entry_point is None else entry_point in self.streams
@@ -221,12 +227,14 @@ class ColonyRuntime:
         """apiary's built-in tools need no credentials, so a colony never answers 424 today."""
         return None
 
-    async def trigger(self, entry_point: str, input_data: dict[str, Any], session_state: dict[str, Any]) -> str:
+    async def trigger(self, entry_point: str, input_data: dict[str, Any], session_state: dict[str, Any], *,
+                      from_timer: bool = False) -> str:
         execution_id = str(session_state.get("resume_session_id") or self.ids.session_id(self.clock.now()))
         run_id = session_state.get("run_id")
         request = ExecutionRequest(execution_id, str(run_id) if run_id else self.ids.run_id(), entry_point,
                                    dict(input_data))
-        self.timers_paused = False
+        if not from_timer:
+            self.timers_paused = False
         await self.streams[entry_point].start(request)
         return execution_id
 

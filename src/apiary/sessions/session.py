@@ -91,6 +91,12 @@ class Session:
         if not self.queen.deliver(InboxItem(text, kind="event")):
             logger.info("queen of %s not running; dropped note: %s", self.id, text[:80])
 
+    def inject_trigger(self, text: str) -> None:
+        from apiary.agent.context import InboxItem
+
+        if not self.queen.deliver(InboxItem(text, kind="trigger")):
+            logger.info("queen of %s not running; trigger not delivered", self.id)
+
     async def workers_idle(self) -> None:
         await self.switch_phase("reviewing", source="auto")
 
