@@ -17,7 +17,9 @@ from typing import Any, Literal
 
 from apiary.agent import detectors
 from apiary.agent.builtins import BUILTIN_NAMES, escalate
+from apiary.agent.compactor import compact_if_needed
 from apiary.agent.context import InboxItem, RunContext
+from apiary.agent.context_budget import estimate_tokens
 from apiary.agent.model_call import call_model
 from apiary.agent.restore import restore
 from apiary.agent.tool_calls import run_tool_calls
@@ -176,6 +178,10 @@ class AgentLoop:
         ctx = self.ctx
         await ctx.emitter.emit("node_loop_iteration", {"iteration": ctx.state.iteration, **ctx.hooks.iteration_data()})
         await self._usage_event("iteration_start")
+        compacted = await compact_if_needed(ctx)
+        if compacted is not None:
+            await ctx.emitter.emit("context_compacted", compacted)
+            await self._usage_event("post_compaction")
         self._turn_task = asyncio.create_task(self._turn())
         self.in_turn = True
         try:
@@ -247,7 +253,7 @@ class AgentLoop:
 
     async def _usage_event(self, trigger: str) -> None:
         ctx = self.ctx
-        estimated = ctx.state.last_input_tokens or sum(len(str(m.get("content", ""))) for m in ctx.state.messages) // 4
+        estimated = ctx.state.last_input_tokens or estimate_tokens(ctx.state.messages, ctx.hooks.system_prompt())
         budget = ctx.config.max_context_tokens
         ratio = estimated / budget if budget else 0.0
         await ctx.emitter.emit("context_usage_updated", {

@@ -68,6 +68,7 @@ class RunState:
     input_tokens: int = 0
     output_tokens: int = 0
     last_input_tokens: int = 0
+    compaction_failures: int = 0
 
     def take_seq(self) -> int:
         seq = self.next_seq
