@@ -64,7 +64,7 @@ def settings_from(**flags: Any) -> Any:
 def serve(host: str | None, port: int | None, home: str | None, model: str | None,
           database_url: str | None) -> None:
     """Run the HTTP API, the event streams and the web UI."""
-    from apiary.cli.serve import run_server
+    from apiary.server.runner import run_server
     from apiary.core.errors import ApiaryError
 
     try:

@@ -1,4 +1,4 @@
-"""Running the server until SIGINT/SIGTERM, printing the URL once it listens."""
+"""Running the HTTP server until SIGINT/SIGTERM, printing the URL once it listens."""
 
 from __future__ import annotations
 
