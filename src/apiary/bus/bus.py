@@ -1,6 +1,11 @@
 """EventBus: append before fan-out; ids are gap-free per session; a subscriber never blocks a
 publisher. A subscriber whose buffer is full is marked ``overflowed`` and gets nothing more: its
-reader sends a gap frame and the client catches up from the log (SPEC A 4.4)."""
+reader sends a gap frame and the client catches up from the log (SPEC A 4.4).
+
+With a shared database (``remote=True``) events of a session may be written by other processes.
+Then delivery is ordered: each subscribed session has a cursor (the last id fanned out here); an
+event beyond the cursor is held back and the gap is filled from the log, which a notification
+("new events for session X") also triggers. Subscribers thus see every id once, in order."""
 
 from __future__ import annotations
 
@@ -47,13 +52,17 @@ class Subscription:
 
 
 class EventBus:
-    def __init__(self, log: EventLog, clock: Clock, *, queue_size: int = 1000) -> None:
+    def __init__(self, log: EventLog, clock: Clock, *, queue_size: int = 1000, remote: bool = False) -> None:
         self.log = log
         self._clock = clock
         self._queue_size = queue_size
         self._subs: dict[str, set[Subscription]] = {}
         self._listeners: list[Callable[[str, StoredEvent], None]] = []
         self.closed = False
+        self.remote = remote
+        self._cursor: dict[str, int] = {}
+        self._held: dict[str, dict[int, StoredEvent]] = {}
+        self._filling: dict[str, asyncio.Task[None]] = {}
 
     def stamp(self, event: Event) -> Event:
         return event if event.timestamp else replace(event, timestamp=utc_iso(self._clock.now()))
@@ -70,10 +79,50 @@ class EventBus:
         return stored
 
     def _fan_out(self, session_id: str, stored: StoredEvent) -> None:
-        for sub in self._subs.get(session_id, ()):
-            sub.offer(stored)
         for listener in self._listeners:
             listener(session_id, stored)
+        if not self.remote:
+            self._offer(session_id, stored)
+            return
+        cursor = self._cursor.get(session_id)
+        if cursor is None or stored.id <= cursor:
+            return
+        if stored.id > cursor + 1:
+            self._held.setdefault(session_id, {})[stored.id] = stored
+            self.fill(session_id)
+            return
+        self._advance(session_id, stored)
+
+    def _offer(self, session_id: str, stored: StoredEvent) -> None:
+        for sub in self._subs.get(session_id, ()):
+            sub.offer(stored)
+
+    def _advance(self, session_id: str, stored: StoredEvent) -> None:
+        self._offer(session_id, stored)
+        self._cursor[session_id] = stored.id
+        held = self._held.get(session_id, {})
+        while (nxt := held.pop(self._cursor[session_id] + 1, None)) is not None:
+            self._offer(session_id, nxt)
+            self._cursor[session_id] = nxt.id
+
+    def fill(self, session_id: str | None = None) -> None:
+        """Read what the log has beyond the cursor (one reader per session at a time)."""
+        targets = [session_id] if session_id is not None else list(self._cursor)
+        for sid in targets:
+            if sid in self._cursor and sid not in self._filling:
+                self._filling[sid] = asyncio.create_task(self._fill(sid), name=f"bus-fill:{sid}")
+
+    async def _fill(self, session_id: str) -> None:
+        try:
+            while session_id in self._cursor:
+                page = await self.log.read(session_id, after=self._cursor[session_id], limit=500)
+                for stored in page:
+                    if session_id in self._cursor and stored.id == self._cursor[session_id] + 1:
+                        self._advance(session_id, stored)
+                if len(page) < 500:
+                    return
+        finally:
+            self._filling.pop(session_id, None)
 
     def add_listener(self, listener: Callable[[str, StoredEvent], None]) -> None:
         """Call ``listener`` synchronously for every published event (must not block)."""
@@ -84,6 +133,8 @@ class EventBus:
         sub = Subscription(session_id, self._queue_size)
         if self.closed:
             sub.close()
+        if self.remote and session_id not in self._cursor:
+            self._cursor[session_id] = await self.log.last_id(session_id)
         self._subs.setdefault(session_id, set()).add(sub)
         try:
             yield sub
@@ -93,6 +144,8 @@ class EventBus:
                 subs.discard(sub)
                 if not subs:
                     del self._subs[session_id]
+                    self._cursor.pop(session_id, None)
+                    self._held.pop(session_id, None)
 
     def end_session(self, session_id: str) -> None:
         """End every subscription of one session (it was deleted)."""
@@ -102,9 +155,18 @@ class EventBus:
     def subscriber_count(self, session_id: str) -> int:
         return len(self._subs.get(session_id, ()))
 
+    def on_notification(self, channel: str, payload: str | None) -> None:
+        """A notifier callback: new events for session ``payload`` (None: maybe for any)."""
+        if payload is None:
+            self.fill()
+        elif payload in self._cursor:
+            self.fill(payload)
+
     async def close(self) -> None:
         """End every subscription (shutdown)."""
         self.closed = True
+        for task in list(self._filling.values()):
+            task.cancel()
         for subs in self._subs.values():
             for sub in subs:
                 sub.close()

@@ -9,7 +9,7 @@ from apiary.storage.base import Stores
 
 
 async def open_stores(url: str, *, home: Path) -> Stores:
-    """``memory://``, ``sqlite:///path`` or "" (apiary.db under ``home``)."""
+    """``memory://``, ``sqlite:///path``, ``postgresql://...`` or "" (apiary.db under ``home``)."""
     if url == "memory://":
         from apiary.storage.memory import MemoryStores
 
@@ -19,7 +19,14 @@ async def open_stores(url: str, *, home: Path) -> Stores:
 
         path = Path(url.removeprefix("sqlite:///")) if url.startswith("sqlite:///") else home / "apiary.db"
         return await SqliteStores.open(path)
-    raise ConfigurationError(f"unsupported database URL {url!r}: use sqlite:///<path> or leave it empty")
+    if url.startswith(("postgresql://", "postgres://")):
+        try:
+            from apiary.storage.postgres.stores import PgStores
+        except ImportError as exc:
+            raise ConfigurationError("PostgreSQL support is not installed: pip install 'apiary[postgres]'") from exc
+        return await PgStores.open(url)
+    raise ConfigurationError(
+        f"unsupported database URL {url!r}: use postgresql://..., sqlite:///<path>, or leave it empty")
 
 
 __all__ = ["Stores", "open_stores"]

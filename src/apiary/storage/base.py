@@ -9,7 +9,9 @@ Invariants every backend keeps (the conformance suite in tests/storage checks th
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from apiary.core.events import Event, StoredEvent
@@ -99,10 +101,68 @@ class RecordingStore(ABC):
     async def delete(self, owner: str) -> None: ...
 
 
+class TaskQueue(ABC):
+    """One colony's task queue (SPEC B 7): progress.db with SQLite, shared tables with PostgreSQL."""
+
+    @abstractmethod
+    async def enqueue(self, tasks: list[dict[str, Any]], source: str = "enqueue_tool") -> list[str]: ...
+
+    @abstractmethod
+    async def claim(self, worker_id: str, task_id: str | None = None) -> Any:
+        """A ``ClaimedTask`` (id, goal, payload, worker_id, claim_token, ...) or None."""
+
+    @abstractmethod
+    async def heartbeat(self, task_id: str, worker_id: str) -> bool: ...
+
+    @abstractmethod
+    async def start(self, task_id: str, worker_id: str) -> bool: ...
+
+    @abstractmethod
+    async def complete(self, task_id: str, worker_id: str) -> bool: ...
+
+    @abstractmethod
+    async def fail(self, task_id: str, worker_id: str, error: str) -> bool: ...
+
+    @abstractmethod
+    async def release(self, task_id: str, worker_id: str) -> bool: ...
+
+    @abstractmethod
+    async def reclaim_stale(self, stale_claim_s: float) -> int: ...
+
+    @abstractmethod
+    async def counts(self) -> dict[str, int]: ...
+
+    @abstractmethod
+    async def snapshot(self, limit: int = 500) -> list[dict[str, Any]]: ...
+
+    @abstractmethod
+    async def progress(self, limit: int = 500) -> dict[str, Any]: ...
+
+    @abstractmethod
+    async def get(self, task_id: str) -> dict[str, Any] | None: ...
+
+    @abstractmethod
+    async def events(self, task_id: str) -> list[dict[str, Any]]: ...
+
+    @abstractmethod
+    async def close(self) -> None: ...
+
+
 class Stores(ABC):
     events: EventLog
     conversations: ConversationStore
     recordings: RecordingStore
+    shared: bool = False   # other processes write to the same database (events need ordered fan-out)
+
+    def task_queue(self, colony: str, colony_dir: Path, *, lease_s: float) -> TaskQueue:
+        """The colony's queue; by default its ``data/progress.db``."""
+        from apiary.storage.sqlite.tasks import SqliteTaskQueue
+
+        return SqliteTaskQueue(colony_dir / "data" / "progress.db")
+
+    def add_notification_callback(self, callback: Callable[[str, str | None], None]) -> None:
+        """Called on notifications from other processes; local backends have none."""
+        return None
 
     @abstractmethod
     async def ping(self) -> None:

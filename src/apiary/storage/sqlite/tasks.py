@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from apiary.core.errors import StorageError
+from apiary.storage.base import TaskQueue
 from apiary.storage.sqlite import progress_db as pdb
 
 T = TypeVar("T")
@@ -89,7 +90,7 @@ class _SerialThread:
                 return
 
 
-class SqliteTaskQueue:
+class SqliteTaskQueue(TaskQueue):
     def __init__(self, db_path: Path | str) -> None:
         self.db_path = Path(db_path)
         self._lock = threading.Lock()

@@ -1,0 +1,84 @@
+"""The PostgreSQL connection pool and migrations.
+
+Pooler-safe: no server-side prepared statements (``prepare_threshold=None``), so it works behind
+a connection pooler in transaction mode; the pool checks a connection before lending it and
+reconnects with backoff when the database restarts. Migrations run at open under
+``pg_advisory_xact_lock``, so several processes starting at once apply each one exactly once.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from typing import Any
+
+from psycopg import AsyncConnection
+from psycopg.rows import tuple_row
+from psycopg_pool import AsyncConnectionPool
+
+from apiary.storage.postgres.migrations import MIGRATIONS
+
+MIGRATION_LOCK = 0x61706961   # "apia"
+
+
+def migration_hash(sql: str) -> str:
+    return hashlib.sha256(" ".join(sql.split()).encode()).hexdigest()[:16]
+
+
+async def _configure(conn: AsyncConnection[Any]) -> None:
+    conn.prepare_threshold = None
+    await conn.set_autocommit(True)
+
+
+class PgDatabase:
+    def __init__(self, url: str, pool: AsyncConnectionPool[Any]) -> None:
+        self.url = url
+        self.pool = pool
+
+    @classmethod
+    async def open(cls, url: str, *, min_size: int = 1, max_size: int = 10) -> PgDatabase:
+        pool = AsyncConnectionPool(url, min_size=min_size, max_size=max_size, open=False, configure=_configure,
+                                   check=AsyncConnectionPool.check_connection, reconnect_timeout=300,
+                                   kwargs={"row_factory": tuple_row})
+        await pool.open(wait=True, timeout=30)
+        db = cls(url, pool)
+        await db.migrate()
+        return db
+
+    async def migrate(self) -> list[str]:
+        applied_now: list[str] = []
+        async with self.pool.connection() as conn, conn.transaction():
+            await conn.execute("SELECT pg_advisory_xact_lock(%s)", (MIGRATION_LOCK,))
+            await conn.execute("CREATE TABLE IF NOT EXISTS apiary_schema_migrations (version INTEGER PRIMARY KEY,"
+                               " name TEXT NOT NULL, hash TEXT NOT NULL)")
+            cur = await conn.execute("SELECT version FROM apiary_schema_migrations")
+            done = {row[0] for row in await cur.fetchall()}
+            for version, (name, sql) in enumerate(MIGRATIONS, start=1):
+                if version in done:
+                    continue
+                await conn.execute(sql)
+                await conn.execute("INSERT INTO apiary_schema_migrations (version, name, hash) VALUES (%s, %s, %s)",
+                                   (version, name, migration_hash(sql)))
+                applied_now.append(name)
+        return applied_now
+
+    async def fetchall(self, sql: str, params: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
+        async with self.pool.connection() as conn:
+            cur = await conn.execute(sql, params)
+            return list(await cur.fetchall())
+
+    async def fetchone(self, sql: str, params: tuple[Any, ...] = ()) -> tuple[Any, ...] | None:
+        async with self.pool.connection() as conn:
+            cur = await conn.execute(sql, params)
+            return await cur.fetchone()
+
+    async def execute(self, sql: str, params: tuple[Any, ...] = ()) -> None:
+        async with self.pool.connection() as conn:
+            await conn.execute(sql, params)
+
+    async def transaction(self, statements: list[tuple[str, tuple[Any, ...]]]) -> None:
+        async with self.pool.connection() as conn, conn.transaction():
+            for sql, params in statements:
+                await conn.execute(sql, params)
+
+    async def close(self) -> None:
+        await self.pool.close()

@@ -1,0 +1,54 @@
+"""Append-only schema migrations of the PostgreSQL backend. Position is version; never edit a shipped
+entry (tests/storage/test_migrations.py pins their hashes)."""
+
+from __future__ import annotations
+
+from typing import Final
+
+MIGRATIONS: Final[tuple[tuple[str, str], ...]] = (
+    (
+        "m001_events",
+        """
+        CREATE TABLE apiary_events (
+            session_id TEXT NOT NULL, id BIGINT NOT NULL, type TEXT NOT NULL, body TEXT NOT NULL,
+            PRIMARY KEY (session_id, id));
+        CREATE TABLE apiary_event_heads (session_id TEXT PRIMARY KEY, last_id BIGINT NOT NULL);
+        """,
+    ),
+    (
+        "m002_conversations",
+        """
+        CREATE TABLE apiary_conv_messages (owner TEXT NOT NULL, seq INTEGER NOT NULL, body TEXT NOT NULL,
+            PRIMARY KEY (owner, seq));
+        CREATE TABLE apiary_conv_partials (owner TEXT NOT NULL, seq INTEGER NOT NULL, body TEXT NOT NULL,
+            PRIMARY KEY (owner, seq));
+        CREATE TABLE apiary_conv_state (owner TEXT PRIMARY KEY, meta TEXT, cursor TEXT);
+        """,
+    ),
+    (
+        "m003_recordings",
+        """
+        CREATE TABLE apiary_recordings (owner TEXT NOT NULL, run_id TEXT NOT NULL, step INTEGER NOT NULL,
+            key TEXT NOT NULL, body TEXT NOT NULL, PRIMARY KEY (owner, run_id, step, key));
+        """,
+    ),
+    (
+        "m004_tasks",
+        """
+        CREATE TABLE apiary_tasks (
+            colony TEXT NOT NULL, id TEXT NOT NULL, seq INTEGER, priority INTEGER NOT NULL DEFAULT 0,
+            goal TEXT NOT NULL, payload TEXT, status TEXT NOT NULL DEFAULT 'pending', worker_id TEXT,
+            claim_token TEXT, claimed_at TIMESTAMPTZ, started_at TIMESTAMPTZ, completed_at TIMESTAMPTZ,
+            created_at TIMESTAMPTZ NOT NULL DEFAULT now(), updated_at TIMESTAMPTZ NOT NULL DEFAULT now(),
+            retry_count INTEGER NOT NULL DEFAULT 0, max_retries INTEGER NOT NULL DEFAULT 3, last_error TEXT,
+            parent_task_id TEXT, source TEXT, lease_until TIMESTAMPTZ, steps TEXT, sop_items TEXT,
+            PRIMARY KEY (colony, id));
+        CREATE INDEX apiary_tasks_claimable ON apiary_tasks (colony, priority DESC, seq, created_at)
+            WHERE status = 'pending';
+        CREATE INDEX apiary_tasks_leases ON apiary_tasks (lease_until) WHERE status IN ('claimed', 'in_progress');
+        CREATE TABLE apiary_task_events (
+            id BIGSERIAL PRIMARY KEY, colony TEXT NOT NULL, task_id TEXT NOT NULL, at TIMESTAMPTZ NOT NULL DEFAULT now(),
+            worker_id TEXT, kind TEXT NOT NULL, from_status TEXT, to_status TEXT, detail TEXT);
+        """,
+    ),
+)

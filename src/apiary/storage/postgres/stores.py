@@ -1,0 +1,51 @@
+"""The PostgreSQL ``Stores``: one pool for every store, one LISTEN connection for notifications."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+from apiary.storage.base import Stores, TaskQueue
+from apiary.storage.postgres.conversations import PgConversationStore, PgRecordingStore
+from apiary.storage.postgres.database import PgDatabase
+from apiary.storage.postgres.events import CHANNEL as EVENTS_CHANNEL
+from apiary.storage.postgres.events import PgEventLog
+from apiary.storage.postgres.notify import PgNotifier
+from apiary.storage.postgres.tasks import CHANNEL as TASKS_CHANNEL
+from apiary.storage.postgres.tasks import PgTaskQueue
+
+CONTROL_CHANNEL = "apiary_control"
+
+
+class PgStores(Stores):
+    shared = True
+
+    def __init__(self, db: PgDatabase, notifier: PgNotifier) -> None:
+        self.db = db
+        self.notifier = notifier
+        self.events = PgEventLog(db)
+        self.conversations = PgConversationStore(db)
+        self.recordings = PgRecordingStore(db)
+
+    @classmethod
+    async def open(cls, url: str) -> PgStores:
+        db = await PgDatabase.open(url)
+        notifier = PgNotifier(url, (EVENTS_CHANNEL, TASKS_CHANNEL, CONTROL_CHANNEL))
+        notifier.start()
+        return cls(db, notifier)
+
+    def task_queue(self, colony: str, colony_dir: Path, *, lease_s: float) -> TaskQueue:
+        return PgTaskQueue(self.db, colony, lease_s=lease_s)
+
+    def add_notification_callback(self, callback: Callable[[str, str | None], None]) -> None:
+        self.notifier.add_callback(callback)
+
+    async def notify(self, channel: str, payload: str) -> None:
+        await self.db.execute("SELECT pg_notify(%s, %s)", (channel, payload))
+
+    async def ping(self) -> None:
+        await self.db.fetchone("SELECT 1")
+
+    async def aclose(self) -> None:
+        await self.notifier.aclose()
+        await self.db.close()
