@@ -45,3 +45,33 @@ async def make_client(home: Path) -> AsyncIterator[Callable[..., Any]]:
 @pytest.fixture
 async def api(make_client: Callable[..., Any]) -> TestClient:
     return await make_client()
+
+
+# -- PostgreSQL ------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def pg_server():
+    """A real PostgreSQL server for the whole run (started by the test setup, removed afterwards)."""
+    import os
+
+    from pg_server import PostgresServer, find_bindir
+
+    bindir = find_bindir()
+    if bindir is None:
+        if os.environ.get("CI") == "true":
+            pytest.fail("PostgreSQL binaries not found (install Debian's postgresql or set APIARY_PG_BINDIR)")
+        pytest.skip("PostgreSQL binaries not found (install Debian's postgresql or set APIARY_PG_BINDIR)")
+    server = PostgresServer(bindir).start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def pg_url(pg_server, request) -> str:
+    """A fresh, empty database for one test."""
+    import re
+    import secrets
+
+    name = re.sub(r"[^a-z0-9_]", "_", request.node.name.lower())[:40] + "_" + secrets.token_hex(3)
+    return pg_server.create_database(name)
