@@ -19,7 +19,8 @@ from apiary.core.ids import IdFactory, RandomIds
 from apiary.core.layout import Layout
 from apiary.core.tasks import TaskOwner
 from apiary.llm.registry import make_llm
-from apiary.server.errors import error_middleware, token_middleware
+from apiary.server.errors import Handler, error_middleware
+from apiary.server.security import same_origin_middleware, token_middleware
 from apiary.server.routes import ALL_ROUTES
 from apiary.server.state import APP_STATE, AppState
 from apiary.sessions.deps import LLMFactory, SessionDeps
@@ -46,7 +47,8 @@ async def build_app(settings: Settings, *, stores: Stores | None = None, llm_fac
                        tasks=TaskOwner("sessions"), index=SessionIndex(layout))
     token = settings.server.api_token.get_secret_value() if settings.server.api_token else None
     app = web.Application(client_max_size=settings.server.max_body_bytes,
-                          middlewares=[token_middleware(token), error_middleware, ui_middleware])
+                          middlewares=[same_origin_middleware, token_middleware(token), error_middleware,
+                                       ui_middleware])
     app[APP_STATE] = AppState(settings=settings, deps=deps, sessions=SessionManager(deps))
     for route in ALL_ROUTES:
         app.router.add_route(route.method, route.path, route.handler)
@@ -71,7 +73,7 @@ async def _lifecycle(app: web.Application) -> AsyncIterator[None]:
 
 
 @web.middleware
-async def ui_middleware(request: web.Request, handler: web.RequestHandler) -> web.StreamResponse:  # type: ignore[name-defined]
+async def ui_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
     """Paths outside /api/ serve the web UI; unknown ones fall back to index.html."""
     try:
         return await handler(request)

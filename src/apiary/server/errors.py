@@ -6,7 +6,6 @@ the exception's MRO over ``STATUS``. Unknown exceptions become 500 with the deta
 
 from __future__ import annotations
 
-import hmac
 import logging
 from collections.abc import Awaitable, Callable
 from typing import Any, Final
@@ -37,7 +36,7 @@ def status_of(exc: BaseException) -> int:
     return 500
 
 
-def error_response(status: int, message: str, **extra: Any) -> web.Response:
+def error_response(status: int, message: str, /, **extra: Any) -> web.Response:
     return web.json_response({"error": message, **extra}, status=status)
 
 
@@ -76,21 +75,3 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
     if request.path.startswith("/api/") and not response.prepared and "Cache-Control" not in response.headers:
         response.headers["Cache-Control"] = "no-store"
     return response
-
-
-def token_middleware(token: str | None) -> Callable[..., Awaitable[web.StreamResponse]]:
-    """Require the API token on /api/ paths (``X-Hive-Token`` or ``Authorization: Bearer``)."""
-    expected = token.encode() if token else None
-
-    @web.middleware
-    async def check(request: web.Request, handler: Handler) -> web.StreamResponse:
-        if expected is not None and request.path.startswith("/api/"):
-            given = request.headers.get("X-Hive-Token", "")
-            auth = request.headers.get("Authorization", "")
-            if not given and auth.startswith("Bearer "):
-                given = auth[len("Bearer "):]
-            if not hmac.compare_digest(given.encode(), expected):
-                return web.json_response({"error": "unauthorized"}, status=401, headers={"Cache-Control": "no-store"})
-        return await handler(request)
-
-    return check

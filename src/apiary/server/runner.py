@@ -7,13 +7,33 @@ import signal
 import sys
 
 from aiohttp import web
+from pydantic import SecretStr
 
 from apiary.core.config import Settings
+
+
+def with_required_token(settings: Settings) -> Settings:
+    """Off loopback the API is never served without a token (SPEC A 1.6)."""
+    from apiary.server.security import ensure_token, is_loopback
+
+    if settings.server.api_token is not None or is_loopback(settings.server.host):
+        return settings
+    home = settings.home_dir
+    home.mkdir(parents=True, exist_ok=True)
+    token, created = ensure_token(home)
+    if created:
+        print(f"apiary: generated an API token (shown once; stored in {home / 'api_token'}):\n  {token}",
+              flush=True)
+    else:
+        print(f"apiary: API token required; it is in {home / 'api_token'}", flush=True)
+    server = settings.server.model_copy(update={"api_token": SecretStr(token)})
+    return settings.model_copy(update={"server": server})
 
 
 async def serve_forever(settings: Settings) -> None:
     from apiary.server.app import build_app
 
+    settings = with_required_token(settings)
     app = await build_app(settings)
     runner = web.AppRunner(app, shutdown_timeout=settings.server.shutdown_timeout_s, access_log=None,
                            handle_signals=False)
