@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 
-from conftest import create_session, wait_for_event
+from helpers import create_session, wait_for_event
 
 
 def write_colony(home, name="ticker", *, entry_interval=None, trigger_interval=None):

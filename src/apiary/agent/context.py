@@ -13,6 +13,7 @@ from collections import deque
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
 
+from apiary.agent.budget import Budget
 from apiary.agent.emitter import Emitter
 from apiary.agent.state import LoopConfig, RunState
 from apiary.core.clock import Clock, stamp
@@ -91,6 +92,8 @@ class RunContext:
     shutdown: bool = False
     # Questions or escalations waiting for an answer: request id -> monotonic time asked.
     waiting_requests: dict[str, float] = field(default_factory=dict)
+    budgets: list[Budget] = field(default_factory=list)
+    prices: dict[str, tuple[float, float]] = field(default_factory=dict)
 
     @property
     def node_id(self) -> str:

@@ -23,7 +23,7 @@ from apiary.agent.context_budget import estimate_tokens
 from apiary.agent.model_call import call_model
 from apiary.agent.restore import restore
 from apiary.agent.tool_calls import run_tool_calls
-from apiary.core.errors import ProviderError, RunError
+from apiary.core.errors import ProviderError, RunError, UsageLimitExceeded
 
 logger = logging.getLogger(__name__)
 
@@ -197,6 +197,10 @@ class AgentLoop:
             if ctx.role == "worker":
                 raise
             result = await self._report_model_error(exc)
+        except UsageLimitExceeded as exc:
+            if ctx.role == "worker":
+                raise
+            result = await self._report(f"[{exc.message}. Raise the limit to go on.]")
         finally:
             self.in_turn = False
             self._turn_task = None
@@ -245,7 +249,9 @@ class AgentLoop:
             state.last_input_tokens = finish.input_tokens + finish.output_tokens
 
     async def _report_model_error(self, exc: ProviderError) -> TurnResult:
-        text = f"[Error: LLM call failed: {exc}. Please try again.]"
+        return await self._report(f"[Error: LLM call failed: {exc}. Please try again.]")
+
+    async def _report(self, text: str) -> TurnResult:
         await self.ctx.emitter.emit("client_output_delta", {"content": text, "snapshot": text, "inner_turn": 0,
                                                             "iteration": self.ctx.state.iteration})
         await self.ctx.add_message("assistant", text)
@@ -274,13 +280,15 @@ class AgentLoop:
             self._parked = result.cancelled or not result.real_calls or result.asked or fails is not None
             if self._parked:
                 state.pending_input = {"questions": None, "emit_client_request": True}
+        else:
+            state.accepted = fails is None and result.set_output and not result.tool_failed
         await ctx.save_cursor()
         await ctx.hooks.after_iteration(ctx, "loop_iteration")
         if ctx.role == "queen":
             return False
         if fails is not None:
             raise LoopFailed(fails)
-        if result.set_output and not result.tool_failed:
+        if state.accepted:
             return True
         if not result.real_calls and not result.asked and not result.set_output and not result.cancelled:
             state.text_only_streak += 1

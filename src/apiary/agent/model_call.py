@@ -9,16 +9,18 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from apiary.agent.context import RunContext
+from apiary.agent.context_budget import estimate_tokens
 from apiary.core.errors import ProviderError, ProviderRateLimited, RunError
 from apiary.core.messages import JsonObject, ToolCall
 from apiary.llm.base import Finish, ModelRequest, TextDelta, ToolCallDelta
 
 logger = logging.getLogger(__name__)
 _PARTIAL_EVERY_S = 0.2
+MIN_OUTPUT_TOKENS = 256
 
 
 class NoRecording(RunError):
@@ -69,10 +71,10 @@ class Streamer:
             await self.ctx.conversations.put_partial(self.ctx.owner, self.seq, partial)
 
 
-def build_request(ctx: RunContext) -> ModelRequest:
+def build_request(ctx: RunContext, max_tokens: int | None = None) -> ModelRequest:
     hooks = ctx.hooks
     return ModelRequest(messages=list(ctx.state.messages), system=hooks.system_prompt(),
-                        tools=hooks.tools().specs() + builtin_specs(ctx), max_tokens=ctx.config.max_tokens)
+                        tools=hooks.tools().specs() + builtin_specs(ctx), max_tokens=max_tokens or ctx.config.max_tokens)
 
 
 def builtin_specs(ctx: RunContext) -> list[Any]:
@@ -81,9 +83,9 @@ def builtin_specs(ctx: RunContext) -> list[Any]:
     return specs(ctx.role, ctx.hooks.tools())
 
 
-async def _stream_once(ctx: RunContext, streamer: Streamer) -> ModelResult:
+async def _stream_once(ctx: RunContext, streamer: Streamer, max_tokens: int | None) -> ModelResult:
     result = ModelResult()
-    async for event in ctx.llm.stream(build_request(ctx)):
+    async for event in ctx.llm.stream(build_request(ctx, max_tokens)):
         if isinstance(event, TextDelta):
             await streamer.delta(event.content)
         elif isinstance(event, ToolCallDelta):
@@ -94,13 +96,13 @@ async def _stream_once(ctx: RunContext, streamer: Streamer) -> ModelResult:
     return result
 
 
-async def _stream_with_retries(ctx: RunContext, streamer: Streamer) -> ModelResult:
+async def _stream_with_retries(ctx: RunContext, streamer: Streamer, max_tokens: int | None = None) -> ModelResult:
     policy = ctx.config.retry
     attempt = 0
     started = ctx.clock.monotonic()
     while True:
         try:
-            return await _stream_once(ctx, streamer)
+            return await _stream_once(ctx, streamer, max_tokens)
         except ProviderError as exc:
             capacity = isinstance(exc, ProviderRateLimited)
             in_window = ctx.clock.monotonic() - started < policy.capacity_window_s
@@ -114,6 +116,39 @@ async def _stream_with_retries(ctx: RunContext, streamer: Streamer) -> ModelResu
             logger.warning("model call failed (%s), retrying", exc)
             await asyncio.sleep(policy.delay(attempt))
             attempt += 1
+
+
+async def _metered(ctx: RunContext, streamer: Streamer) -> ModelResult:
+    """A live model call inside every budget: reserve first, then charge what it really used."""
+    max_tokens = ctx.config.max_tokens
+    estimate = estimate_tokens(ctx.state.messages, ctx.hooks.system_prompt())
+    left = [b.tokens_left() for b in ctx.budgets]
+    room = min((n for n in left if n is not None), default=None)
+    if room is not None:
+        max_tokens = max(0, min(max_tokens, room - estimate))
+        if max_tokens < MIN_OUTPUT_TOKENS:
+            max_tokens = room + 1    # cannot fit a useful answer: the reservation below refuses
+    reserve = estimate + max_tokens
+    held = []
+    try:
+        for budget in ctx.budgets:
+            await budget.reserve(reserve)
+            held.append(budget)
+        started = ctx.clock.monotonic()
+        result = await _stream_with_retries(ctx, streamer, max_tokens)
+    finally:
+        for budget in held:
+            budget.release(reserve)
+    finish = result.finish
+    cost = finish.cost_usd
+    price = ctx.prices.get(finish.model or ctx.llm.model) or ctx.prices.get(ctx.llm.model)
+    if not cost and price:
+        cost = (finish.input_tokens * price[0] + finish.output_tokens * price[1]) / 1_000_000
+        result.finish = replace(finish, cost_usd=cost)
+    for budget in held:
+        await budget.add(tokens=finish.input_tokens + finish.output_tokens, usd=cost,
+                         seconds=ctx.clock.monotonic() - started)
+    return result
 
 
 async def call_model(ctx: RunContext, inner_turn: int) -> ModelResult:
@@ -130,7 +165,7 @@ async def call_model(ctx: RunContext, inner_turn: int) -> ModelResult:
         elif ctx.replay == "recorded":
             raise NoRecording(f"no recorded response for step {ctx.state.iteration}")
         else:
-            result = await _stream_with_retries(ctx, streamer)
+            result = await _metered(ctx, streamer)
     except asyncio.CancelledError:
         await asyncio.shield(_keep_truncated(ctx, streamer))
         raise

@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import copy
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -22,7 +24,7 @@ from apiary.agent.model_call import NoRecording
 from apiary.colonies.checkpointing import WorkerHooks, build_checkpoint
 from apiary.colonies.worker_session import WorkerSessionFiles, new_state
 from apiary.core.clock import utc_iso
-from apiary.core.errors import ApiaryError, ProviderError
+from apiary.core.errors import ApiaryError, ProviderError, UsageLimitExceeded
 from apiary.tools.base import ToolContext
 
 if TYPE_CHECKING:
@@ -38,7 +40,8 @@ PAUSED = "Execution paused by user"
 
 
 def is_fatal(exc: BaseException) -> bool:
-    if isinstance(exc, LoopFailed | NoRecording) or (isinstance(exc, ProviderError) and not exc.retryable):
+    if isinstance(exc, LoopFailed | NoRecording | UsageLimitExceeded) or (
+            isinstance(exc, ProviderError) and not exc.retryable):
         return True
     text = str(exc).lower()
     return any(marker in text for marker in FATAL_MARKERS)
@@ -77,6 +80,7 @@ class Execution:
     emitter: Emitter | None = None
     _files: WorkerSessionFiles | None = field(default=None, repr=False)
     _state: dict[str, Any] = field(default_factory=dict, repr=False)
+    _io: asyncio.Future[None] | None = field(default=None, repr=False)
 
     @property
     def id(self) -> str:
@@ -109,14 +113,18 @@ class Execution:
         req = self.request
         self.emitter = Emitter(rt.bus, rt.session_id, stream_id=req.entry_point, node_id="worker",
                                execution_id=self.id, colony_id=rt.name, run_id=req.run_id)
-        await self._event("execution_started", {"input": req.input_data})
-        if req.checkpoint is not None:
-            await self._event("execution_resumed", {"resumed_from": self.id,
-                                                    "checkpoint_id": req.checkpoint.get("checkpoint_id"),
-                                                    "run_id": req.run_id})
-        await asyncio.to_thread(self._begin_files)
-        heartbeat = asyncio.create_task(self._heartbeat())
+        heartbeat: asyncio.Task[None] | None = None
+        # Everything after registration is inside the try, so a cancel that lands while the
+        # execution is still starting (a stop or restart right after the trigger) also ends it with
+        # its final event and a written state.json.
         try:
+            await self._event("execution_started", {"input": req.input_data})
+            if req.checkpoint is not None:
+                await self._event("execution_resumed", {"resumed_from": self.id,
+                                                        "checkpoint_id": req.checkpoint.get("checkpoint_id"),
+                                                        "run_id": req.run_id})
+            await self._file_io(self._begin_files)
+            heartbeat = asyncio.create_task(self._heartbeat())
             outputs = await self._attempts()
         except asyncio.CancelledError:
             await asyncio.shield(self._on_cancelled())
@@ -126,9 +134,16 @@ class Execution:
         else:
             await self._finish_completed(outputs)
         finally:
-            heartbeat.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await heartbeat
+            if heartbeat is not None:
+                heartbeat.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await heartbeat
+
+    async def _file_io(self, write: Callable[[], None]) -> None:
+        """Run a state/checkpoint write in a thread. A cancel does not stop the thread, so the write
+        is remembered and the cancel path waits for it: an older state.json never lands last."""
+        self._io = asyncio.ensure_future(asyncio.to_thread(write))
+        await asyncio.shield(self._io)
 
     async def _event(self, type_: str, data: dict[str, Any], *, final: bool = False) -> None:
         assert self.emitter is not None
@@ -136,17 +151,22 @@ class Execution:
         if type_.startswith("execution_"):
             event = replace(event, node_id=None)
         if not self.emitter.muted:
-            await self.runtime.bus.publish(self.runtime.session_id, event)
+            # Shielded like Emitter.emit: a cancel must not interrupt an append to the event log.
+            await asyncio.shield(self.runtime.bus.publish(self.runtime.session_id, event))
         if final:
             self.emitter.muted = True
+
+    def _new_state(self) -> dict[str, Any]:
+        req, rt = self.request, self.runtime
+        return new_state(self.id, entry_point=req.entry_point, colony=rt.name, input_data=req.input_data,
+                         run_id=req.run_id, now=rt.clock.now())
 
     def _begin_files(self) -> None:
         files, req, rt = self.files, self.request, self.runtime
         previous = None
         with contextlib.suppress(ValueError, OSError):
             previous = files.read_state()
-        state = new_state(self.id, entry_point=req.entry_point, colony=rt.name, input_data=req.input_data,
-                          run_id=req.run_id, now=rt.clock.now())
+        state = self._new_state()
         if previous and req.keep_timestamps:
             state["timestamps"]["started_at"] = previous.get("timestamps", {}).get("started_at")
         state["progress"]["resume_from"] = (req.checkpoint or {}).get("checkpoint_id")
@@ -177,6 +197,10 @@ class Execution:
 
     async def _run_loop(self, checkpoint: dict[str, Any] | None, replay: ReplayMode) -> dict[str, Any]:
         rt = self.runtime
+        if checkpoint is not None and _run_ended_at(checkpoint):
+            # The run had already ended there (node complete, or the accepted last iteration): there
+            # is nothing left to run, so it completes at once with the outputs it had.
+            return dict(checkpoint.get("accumulated_outputs") or {})
         recorded: dict[tuple[int, str], Any] = {}
         if checkpoint is not None:
             recorded = await rt.prepare_resume(self, checkpoint)
@@ -188,7 +212,8 @@ class Execution:
             clock=rt.clock, ids=rt.ids, hooks=WorkerHooks(self, rt.worker_tools()),
             tool_context=ToolContext(workspace=rt.workspace, session_id=self.id, node_id="worker",
                                      spillover_dir=self.files.path / "data"),
-            replay=replay if checkpoint is not None else "live", recorded=recorded)
+            replay=replay if checkpoint is not None else "live", recorded=recorded,
+            budgets=rt.budgets(), prices=dict(rt.settings.budgets.prices))
         self.loop = AgentLoop(ctx, initial_messages=[self._first_message(ctx)])
         outcome = await self.loop.run()
         return outcome.outputs
@@ -239,13 +264,13 @@ class Execution:
         self._state["timestamps"]["updated_at"] = utc_iso(now)
         self._state["progress"]["steps_executed"] = ctx.state.iteration
         self._state["progress"]["total_tokens"] = ctx.state.input_tokens + ctx.state.output_tokens
-        state = dict(self._state)
+        state = copy.deepcopy(self._state)   # the thread must not see later changes
 
         def write() -> None:
             files.write_checkpoint(body, force_index=kind in ("node_start", "node_complete", "interrupted"))
             files.write_state(state)
 
-        await asyncio.to_thread(write)
+        await self._file_io(write)
         return cp_id
 
     # -- endings -------------------------------------------------------------------------------
@@ -254,6 +279,8 @@ class Execution:
                    run_event: str) -> None:
         rt = self.runtime
         now = utc_iso(rt.clock.now())
+        if not self._state:   # ended before its files were begun
+            self._state = self._new_state()
         state = self._state
         state["status"] = status
         state["timestamps"]["updated_at"] = now
@@ -306,6 +333,9 @@ class Execution:
         await rt.execution_ended(self)
 
     async def _on_cancelled(self) -> None:
+        if self._io is not None:   # let a file write under way finish before the final ones
+            with contextlib.suppress(Exception):
+                await self._io
         reason = self.cancel_reason or SHUTDOWN
         await self._final_checkpoint("interrupted", is_clean=False)
         if reason == SHUTDOWN:
@@ -320,6 +350,12 @@ class Execution:
         else:
             await self._event("execution_failed", {"error": reason, "cancelled": True}, final=True)
         await self.runtime.execution_ended(self)
+
+
+def _run_ended_at(checkpoint: dict[str, Any]) -> bool:
+    loop = checkpoint.get("loop")
+    accepted = isinstance(loop, dict) and loop.get("accepted") is True
+    return checkpoint.get("checkpoint_type") == "node_complete" or accepted
 
 
 def _summary(outputs: dict[str, Any]) -> str:

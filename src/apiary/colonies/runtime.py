@@ -12,6 +12,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any, Protocol
 
+from apiary.agent.budget import Budget, Limits
 from apiary.agent.state import LoopConfig, RetryPolicy
 from apiary.bus.bus import EventBus
 from apiary.colonies.execution import PAUSED, SHUTDOWN, Execution, ExecutionRequest
@@ -25,6 +26,7 @@ from apiary.core.config import Settings
 from apiary.core.errors import ApiaryError
 from apiary.core.events import Event
 from apiary.core.ids import LEGACY_RUN_ID, IdFactory
+from apiary.core.jsonfile import read_json, write_json
 from apiary.core.layout import Layout
 from apiary.core.safety import is_safe_segment
 from apiary.core.tasks import TaskOwner
@@ -65,6 +67,12 @@ class ColonyRuntime:
             max_retries=settings.llm.max_retries, base_s=settings.llm.retry_base_s, max_s=settings.llm.retry_max_s))
         self._tools: Toolset | None = None
         self.timers = TimerSet(self)
+        cfg = settings.budgets
+        self.budget = Budget("colony", spec.name, Limits(cfg.colony_tokens, cfg.colony_usd, cfg.colony_seconds),
+                             notify=self._publish_budget, persist=self._save_usage)
+        saved = read_json(spec.path / "usage.json", {})
+        if isinstance(saved, dict):
+            self.budget.restore(saved)
 
     # -- identity --------------------------------------------------------------------------------
 
@@ -179,9 +187,19 @@ class ColonyRuntime:
 
     # -- events and the host ---------------------------------------------------------------------
 
+    def budgets(self) -> list[Budget]:
+        host_budget = getattr(self.host, "budget", None)
+        return [b for b in (host_budget, self.budget) if isinstance(b, Budget)]
+
+    async def _publish_budget(self, type_: str, data: dict[str, Any]) -> None:
+        await self.publish(type_, data)
+
+    def _save_usage(self, usage: dict[str, Any]) -> None:
+        write_json(self.spec.path / "usage.json", usage, durable=False)
+
     async def publish(self, type_: str, data: dict[str, Any], *, stream_id: str | None = None) -> None:
         event = Event(type=type_, data=data, stream_id=stream_id, colony_id=self.name)
-        await self.bus.publish(self.session_id, event)
+        await asyncio.shield(self.bus.publish(self.session_id, event))   # see Emitter.emit
 
     def tell_queen(self, text: str) -> None:
         self.host.tell_queen(text)

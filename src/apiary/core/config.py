@@ -42,6 +42,19 @@ class ColonySettings(BaseModel, frozen=True):
     heartbeat_s: float = 60.0
 
 
+class BudgetSettings(BaseModel, frozen=True):
+    """Hard limits; None means no limit. Prices override the built-in table: model -> [input, output]
+    USD per million tokens (e.g. ``{"demo": [1.0, 2.0]}``)."""
+
+    session_tokens: int | None = None
+    session_usd: float | None = None
+    session_seconds: float | None = None
+    colony_tokens: int | None = None
+    colony_usd: float | None = None
+    colony_seconds: float | None = None
+    prices: dict[str, tuple[float, float]] = {}
+
+
 class LLMSettings(BaseModel, frozen=True):
     openai_base_url: str | None = None
     anthropic_base_url: str | None = None
@@ -70,6 +83,7 @@ class Settings(BaseSettings):
     server: ServerSettings = ServerSettings()
     sessions: SessionSettings = SessionSettings()
     colonies: ColonySettings = ColonySettings()
+    budgets: BudgetSettings = BudgetSettings()
 
     @classmethod
     def settings_customise_sources(

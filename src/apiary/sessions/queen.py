@@ -70,6 +70,7 @@ class QueenRunner:
             ids=deps.ids, hooks=QueenHooks(s),
             tool_context=ToolContext(workspace=s.workspace, session_id=s.id, node_id="queen",
                                      spillover_dir=s.stored.dir / "data"),
+            budgets=[s.budget], prices=dict(deps.settings.budgets.prices),
         )
         initial = [f"{ctx.stamp()} user_request: {initial_prompt}"] if initial_prompt else None
         # The loop object exists before its task runs, so a message sent right away is never dropped.

@@ -6,6 +6,7 @@ import logging
 from pathlib import Path
 from typing import Any
 
+from apiary.agent.budget import Budget, Limits
 from apiary.core.clock import utc_iso
 from apiary.core.events import Event
 from apiary.core.messages import JsonObject
@@ -37,6 +38,18 @@ class Session:
         self.colony: Any = None
         self.queen = QueenRunner(self)
         self._queen_tools: Toolset | None = None
+        self.budget = self._make_budget(meta)
+
+    def _make_budget(self, meta: dict[str, Any]) -> Budget:
+        cfg = self.deps.settings.budgets
+        budget = Budget("session", self.id, Limits(cfg.session_tokens, cfg.session_usd, cfg.session_seconds),
+                        notify=self.publish_budget, persist=lambda usage: self.stored.merge_meta({"usage": usage}))
+        if isinstance(meta.get("usage"), dict):
+            budget.restore(meta["usage"])
+        return budget
+
+    async def publish_budget(self, type_: str, data: JsonObject) -> None:
+        await self.publish(type_, data)
 
     @property
     def queen_id(self) -> str:

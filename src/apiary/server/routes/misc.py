@@ -11,8 +11,8 @@ from apiary.server.state import app_state
 
 async def health(request: web.Request) -> web.Response:
     state = app_state(request)
-    live = state.sessions.live.values()
-    counts = {"sessions": len(state.sessions.live), "agents_loaded": sum(1 for s in live if s.colony is not None)}
+    live, with_colony = state.sessions.live_counts()   # parked sessions count as live (SPEC C.6)
+    counts = {"sessions": live, "agents_loaded": with_colony}
     try:
         await state.deps.stores.ping()
     except Exception as exc:
@@ -27,7 +27,16 @@ async def openapi(request: web.Request) -> web.Response:
     return web.json_response(build_openapi(ALL_ROUTES))
 
 
+async def usage(request: web.Request) -> web.Response:
+    from apiary.server.state import live_session
+
+    session = await live_session(request)
+    colony = session.colony.budget.usage() if session.colony is not None else None
+    return web.json_response({"session": session.budget.usage(), "colony": colony})
+
+
 ROUTES = [
+    Route("GET", "/api/sessions/{session_id}/usage", usage, "Tokens, money and time used, with the limits"),
     Route("GET", "/api/health", health, "Liveness and storage health"),
     Route("GET", "/api/openapi.json", openapi, "This document"),
 ]
