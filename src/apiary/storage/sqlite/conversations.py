@@ -9,7 +9,6 @@ from apiary.core.messages import JsonObject
 from apiary.storage.base import Conversation, ConversationStore, RecordingStore
 from apiary.storage.sqlite.database import Database
 
-
 _PUT_CURSOR = (
     "INSERT INTO conv_state (owner, cursor) VALUES (?, ?) ON CONFLICT(owner) DO UPDATE SET cursor = excluded.cursor"
 )
@@ -24,9 +23,11 @@ class SqliteConversationStore(ConversationStore):
         self._db = db
 
     async def load(self, owner: str) -> Conversation:
-        state = await self._db.fetchone("SELECT meta, cursor FROM conv_state WHERE owner = ?", (owner,))
-        messages = await self._db.fetchall("SELECT body FROM conv_messages WHERE owner = ? ORDER BY seq", (owner,))
-        partials = await self._db.fetchall("SELECT seq, body FROM conv_partials WHERE owner = ?", (owner,))
+        states, messages, partials = await self._db.read_many([
+            ("SELECT meta, cursor FROM conv_state WHERE owner = ?", (owner,)),
+            ("SELECT body FROM conv_messages WHERE owner = ? ORDER BY seq", (owner,)),
+            ("SELECT seq, body FROM conv_partials WHERE owner = ?", (owner,))])
+        state = states[0] if states else None
         return Conversation(
             meta=json.loads(state[0]) if state and state[0] else None,
             messages=[json.loads(r[0]) for r in messages],

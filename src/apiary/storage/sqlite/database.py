@@ -1,12 +1,14 @@
 """apiary.db: one aiosqlite connection (one writer), WAL, migrations applied under a lock at open.
 
 Invariants: every write is one autocommit statement or one ``BEGIN IMMEDIATE`` transaction, so a
-crash leaves the old state or the new one; event ids are assigned under one asyncio lock per
-database, so they are gap-free and ordered even with concurrent publishers.
+crash leaves the old state or the new one. The one connection is shared by every task, so each
+statement and each transaction runs under one asyncio lock: a statement never lands inside
+another task's open transaction, and a read never sees one half done.
 """
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 from collections.abc import Iterable
 from pathlib import Path
@@ -24,6 +26,7 @@ def migration_hash(sql: str) -> str:
 class Database:
     def __init__(self, conn: aiosqlite.Connection) -> None:
         self.conn = conn
+        self._lock = asyncio.Lock()
 
     @classmethod
     async def open(cls, path: Path) -> Database:
@@ -59,26 +62,37 @@ class Database:
             raise
 
     async def fetchall(self, sql: str, params: Iterable[Any] = ()) -> list[Any]:
-        async with self.conn.execute(sql, tuple(params)) as cur:
+        async with self._lock, self.conn.execute(sql, tuple(params)) as cur:
             return list(await cur.fetchall())
 
     async def fetchone(self, sql: str, params: Iterable[Any] = ()) -> Any:
-        async with self.conn.execute(sql, tuple(params)) as cur:
+        async with self._lock, self.conn.execute(sql, tuple(params)) as cur:
             return await cur.fetchone()
 
     async def execute(self, sql: str, params: Iterable[Any] = ()) -> None:
-        await self.conn.execute(sql, tuple(params))
+        async with self._lock:
+            await self.conn.execute(sql, tuple(params))
+
+    async def read_many(self, queries: list[tuple[str, tuple[Any, ...]]]) -> list[list[Any]]:
+        """Several reads from one consistent snapshot."""
+        async with self._lock:
+            results = []
+            for sql, params in queries:
+                async with self.conn.execute(sql, params) as cur:
+                    results.append(list(await cur.fetchall()))
+            return results
 
     async def transaction(self, statements: list[tuple[str, tuple[Any, ...]]]) -> None:
         """Run several statements as one atomic write."""
-        await self.conn.execute("BEGIN IMMEDIATE")
-        try:
-            for sql, params in statements:
-                await self.conn.execute(sql, params)
-            await self.conn.execute("COMMIT")
-        except BaseException:
-            await self.conn.execute("ROLLBACK")
-            raise
+        async with self._lock:
+            await self.conn.execute("BEGIN IMMEDIATE")
+            try:
+                for sql, params in statements:
+                    await self.conn.execute(sql, params)
+                await self.conn.execute("COMMIT")
+            except BaseException:
+                await asyncio.shield(self.conn.execute("ROLLBACK"))
+                raise
 
     async def close(self) -> None:
         await self.conn.close()
