@@ -64,8 +64,8 @@ def settings_from(**flags: Any) -> Any:
 def serve(host: str | None, port: int | None, home: str | None, model: str | None,
           database_url: str | None) -> None:
     """Run the HTTP API, the event streams and the web UI."""
-    from apiary.server.runner import run_server
     from apiary.core.errors import ApiaryError
+    from apiary.server.runner import run_server
 
     try:
         settings = settings_from(host=host, port=port, home=home, model=model, database_url=database_url)
@@ -75,3 +75,26 @@ def serve(host: str | None, port: int | None, home: str | None, model: str | Non
         run_server(settings)
     except ApiaryError as exc:
         raise click.ClickException(exc.message) from exc
+
+
+@main.group()
+def db() -> None:
+    """Database maintenance."""
+
+
+@db.command("migrate")
+@click.option("--database", "database_url", default=None, help="postgresql://... or sqlite:///<path>.")
+@click.option("--home", default=None, help="Data folder (for the default SQLite database).")
+def db_migrate(database_url: str | None, home: str | None) -> None:
+    """Create or upgrade the schema (append-only migrations, safe to run on every host)."""
+    import asyncio
+
+    from apiary.core.errors import ApiaryError
+    from apiary.storage import migrate_database
+
+    settings = settings_from(database_url=database_url, home=home)
+    try:
+        applied = asyncio.run(migrate_database(settings.database_url, home=settings.home_dir))
+    except ApiaryError as exc:
+        raise click.ClickException(exc.message) from exc
+    click.echo("applied: " + ", ".join(applied) if applied else "schema is up to date")

@@ -29,4 +29,24 @@ async def open_stores(url: str, *, home: Path) -> Stores:
         f"unsupported database URL {url!r}: use postgresql://..., sqlite:///<path>, or leave it empty")
 
 
-__all__ = ["Stores", "open_stores"]
+async def migrate_database(url: str, *, home: Path) -> list[str]:
+    """Apply missing migrations; returns the names applied now."""
+    if url.startswith(("postgresql://", "postgres://")):
+        from apiary.storage.postgres.database import PgDatabase
+
+        db = await PgDatabase.open_unmigrated(url)
+        try:
+            return await db.migrate()
+        finally:
+            await db.close()
+    from apiary.storage.sqlite.database import Database
+
+    path = Path(url.removeprefix("sqlite:///")) if url.startswith("sqlite:///") else home / "apiary.db"
+    sqlite_db = await Database.open(path, migrate=False)
+    try:
+        return await sqlite_db.migrate()
+    finally:
+        await sqlite_db.close()
+
+
+__all__ = ["Stores", "migrate_database", "open_stores"]

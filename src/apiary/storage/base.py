@@ -148,6 +148,44 @@ class TaskQueue(ABC):
     async def close(self) -> None: ...
 
 
+class WorkerSessionStore(ABC):
+    """One worker session's state, run log and checkpoints (SPEC B 3.9, 6.4)."""
+
+    id: str
+
+    @abstractmethod
+    async def exists(self) -> bool: ...
+
+    @abstractmethod
+    async def read_state(self) -> dict[str, Any] | None:
+        """The stored state; raises ``ValueError`` when it cannot be parsed."""
+
+    @abstractmethod
+    async def write_state(self, state: dict[str, Any]) -> None: ...
+
+    @abstractmethod
+    async def append_run(self, run_id: str, event: str, now: float, error: str | None = None) -> None: ...
+
+    @abstractmethod
+    async def new_checkpoint_id(self, kind: str, node: str, now: float) -> str: ...
+
+    @abstractmethod
+    async def write_checkpoint(self, checkpoint: dict[str, Any], *, force_index: bool = False) -> None: ...
+
+    @abstractmethod
+    async def list_checkpoints(self) -> list[dict[str, Any]]: ...
+
+    @abstractmethod
+    async def get_checkpoint(self, checkpoint_id: str) -> dict[str, Any] | None: ...
+
+    async def latest_checkpoint(self) -> dict[str, Any] | None:
+        listed = await self.list_checkpoints()
+        return listed[-1] if listed else None
+
+    @abstractmethod
+    async def write_index(self) -> None: ...
+
+
 class Stores(ABC):
     events: EventLog
     conversations: ConversationStore

@@ -36,13 +36,28 @@ class PgDatabase:
 
     @classmethod
     async def open(cls, url: str, *, min_size: int = 1, max_size: int = 10) -> PgDatabase:
+        db = await cls.open_unmigrated(url, min_size=min_size, max_size=max_size)
+        await db.migrate()
+        return db
+
+    @classmethod
+    async def open_unmigrated(cls, url: str, *, min_size: int = 1, max_size: int = 10) -> PgDatabase:
+        from apiary.core.errors import StorageError
+
+        try:   # one direct attempt first, so a wrong URL is a clear error at once, not a 30 s wait
+            probe = await AsyncConnection.connect(url, connect_timeout=10)
+            await probe.close()
+        except Exception as exc:
+            raise StorageError(f"cannot connect to PostgreSQL: {exc}".strip()) from exc
         pool = AsyncConnectionPool(url, min_size=min_size, max_size=max_size, open=False, configure=_configure,
                                    check=AsyncConnectionPool.check_connection, reconnect_timeout=300,
                                    kwargs={"row_factory": tuple_row})
-        await pool.open(wait=True, timeout=30)
-        db = cls(url, pool)
-        await db.migrate()
-        return db
+        try:
+            await pool.open(wait=True, timeout=30)
+        except Exception as exc:
+            await pool.close()
+            raise StorageError(f"cannot connect to PostgreSQL: {exc}") from exc
+        return cls(url, pool)
 
     async def migrate(self) -> list[str]:
         applied_now: list[str] = []

@@ -47,8 +47,31 @@ MIGRATIONS: Final[tuple[tuple[str, str], ...]] = (
             WHERE status = 'pending';
         CREATE INDEX apiary_tasks_leases ON apiary_tasks (lease_until) WHERE status IN ('claimed', 'in_progress');
         CREATE TABLE apiary_task_events (
-            id BIGSERIAL PRIMARY KEY, colony TEXT NOT NULL, task_id TEXT NOT NULL, at TIMESTAMPTZ NOT NULL DEFAULT now(),
-            worker_id TEXT, kind TEXT NOT NULL, from_status TEXT, to_status TEXT, detail TEXT);
+            id BIGSERIAL PRIMARY KEY, colony TEXT NOT NULL, task_id TEXT NOT NULL,
+            at TIMESTAMPTZ NOT NULL DEFAULT now(), worker_id TEXT, kind TEXT NOT NULL, from_status TEXT,
+            to_status TEXT, detail TEXT);
+        """,
+    ),
+    (
+        "m005_worker_sessions",
+        """
+        CREATE TABLE apiary_worker_sessions (colony TEXT NOT NULL, id TEXT NOT NULL, state TEXT,
+            checkpoint_counter INTEGER NOT NULL DEFAULT 0, PRIMARY KEY (colony, id));
+        CREATE TABLE apiary_checkpoints (colony TEXT NOT NULL, session_id TEXT NOT NULL, n INTEGER NOT NULL,
+            checkpoint_id TEXT NOT NULL, body TEXT NOT NULL, PRIMARY KEY (colony, session_id, checkpoint_id));
+        CREATE INDEX apiary_checkpoints_order ON apiary_checkpoints (colony, session_id, n);
+        CREATE TABLE apiary_worker_runs (id BIGSERIAL PRIMARY KEY, colony TEXT NOT NULL, session_id TEXT NOT NULL,
+            line TEXT NOT NULL);
+        """,
+    ),
+    (
+        "m006_colonies_and_mailbox",
+        """
+        CREATE TABLE apiary_colonies (name TEXT PRIMARY KEY, session_id TEXT NOT NULL, spec TEXT NOT NULL,
+            updated_at TIMESTAMPTZ NOT NULL DEFAULT now());
+        CREATE TABLE apiary_mailbox (id BIGSERIAL PRIMARY KEY, target TEXT NOT NULL, body TEXT NOT NULL,
+            taken BOOLEAN NOT NULL DEFAULT false, created_at TIMESTAMPTZ NOT NULL DEFAULT now());
+        CREATE INDEX apiary_mailbox_open ON apiary_mailbox (target) WHERE NOT taken;
         """,
     ),
 )

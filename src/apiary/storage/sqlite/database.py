@@ -29,16 +29,19 @@ class Database:
         self._lock = asyncio.Lock()
 
     @classmethod
-    async def open(cls, path: Path) -> Database:
+    async def open(cls, path: Path, *, migrate: bool = True) -> Database:
         path.parent.mkdir(parents=True, exist_ok=True)
         conn = await aiosqlite.connect(path, isolation_level=None)
         db = cls(conn)
         for pragma in ("journal_mode=WAL", "synchronous=NORMAL", "foreign_keys=ON", "busy_timeout=5000"):
             await conn.execute(f"PRAGMA {pragma}")
-        await db._migrate()
+        if migrate:
+            await db.migrate()
         return db
 
-    async def _migrate(self) -> None:
+    async def migrate(self) -> list[str]:
+        """Apply the missing migrations under ``BEGIN IMMEDIATE``; returns the names applied now."""
+        applied_now: list[str] = []
         await self.conn.execute("BEGIN IMMEDIATE")
         try:
             await self.conn.execute(
@@ -56,10 +59,12 @@ class Database:
                     "INSERT INTO schema_migrations (version, name, hash) VALUES (?, ?, ?)",
                     (version, name, migration_hash(sql)),
                 )
+                applied_now.append(name)
             await self.conn.execute("COMMIT")
         except BaseException:
             await self.conn.execute("ROLLBACK")
             raise
+        return applied_now
 
     async def fetchall(self, sql: str, params: Iterable[Any] = ()) -> list[Any]:
         async with self._lock, self.conn.execute(sql, tuple(params)) as cur:
