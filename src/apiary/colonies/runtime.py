@@ -31,9 +31,8 @@ from apiary.core.layout import Layout
 from apiary.core.safety import is_safe_segment
 from apiary.core.tasks import TaskOwner
 from apiary.llm.base import LLMProvider
-from apiary.storage.base import Stores
+from apiary.storage.base import Stores, TaskQueue
 from apiary.storage.sqlite.progress_db import ensure_progress_db
-from apiary.storage.sqlite.tasks import SqliteTaskQueue
 from apiary.tools.base import Toolset
 
 logger = logging.getLogger(__name__)
@@ -55,7 +54,7 @@ class ColonyRuntime:
         self.host, self.spec, self.settings, self.layout = host, spec, settings, layout
         self.stores, self.bus, self.clock, self.ids, self.worker_llm = stores, bus, clock, ids, worker_llm
         self.tasks = TaskOwner(f"colony:{spec.name}")
-        self.queue = SqliteTaskQueue(spec.path / "data" / "progress.db")
+        self.queue: TaskQueue = stores.task_queue(spec.name, spec.path, lease_s=settings.colonies.stale_claim_s)
         self.streams = {ep.id: ExecutionStream(self, ep.id, self.tasks) for ep in spec.entry_points()}
         self.timers_paused = False
         self.outputs: dict[str, Any] = {}
@@ -113,7 +112,7 @@ class ColonyRuntime:
         if self._tools is None:
             from apiary.tools.workspace import workspace_tools
 
-            self._tools = Toolset(workspace_tools(allow_commands=True)).only(self.spec.tool_names)
+            self._tools = Toolset(workspace_tools(allow_commands=self.settings.tools.allow_commands)).only(self.spec.tool_names)
         return self._tools
 
     # -- loading ---------------------------------------------------------------------------------
@@ -249,8 +248,21 @@ class ColonyRuntime:
                       from_timer: bool = False) -> str:
         execution_id = str(session_state.get("resume_session_id") or self.ids.session_id(self.clock.now()))
         run_id = session_state.get("run_id")
+        # ``resume_from_checkpoint`` is honoured (SPEC A 2.1): the execution continues from that
+        # checkpoint of its worker session, as resume does; an unknown one means a fresh start.
+        checkpoint = None
+        if session_state.get("resume_from_checkpoint"):
+            checkpoint = await asyncio.to_thread(self.find_checkpoint, execution_id,
+                                                 str(session_state["resume_from_checkpoint"]))
+            if checkpoint is None:
+                logger.warning("checkpoint %s of %s not found: starting fresh",
+                               session_state["resume_from_checkpoint"], execution_id)
+            elif not run_id:
+                run_id = checkpoint.get("run_id") or LEGACY_RUN_ID
         request = ExecutionRequest(execution_id, str(run_id) if run_id else self.ids.run_id(), entry_point,
-                                   dict(input_data))
+                                   dict(input_data), checkpoint=checkpoint,
+                                   replay="resume" if checkpoint is not None else "live",
+                                   keep_timestamps=checkpoint is not None)
         if not from_timer:
             self.timers_paused = False
         await self.streams[entry_point].start(request)

@@ -42,6 +42,11 @@ class ColonySettings(BaseModel, frozen=True):
     heartbeat_s: float = 60.0
 
 
+class ToolSettings(BaseModel, frozen=True):
+    allow_commands: bool = True   # offer run_command to the queen and the workers
+    max_result_chars: int = 30000
+
+
 class BudgetSettings(BaseModel, frozen=True):
     """Hard limits; None means no limit. Prices override the built-in table: model -> [input, output]
     USD per million tokens (e.g. ``{"demo": [1.0, 2.0]}``)."""
@@ -84,6 +89,7 @@ class Settings(BaseSettings):
     sessions: SessionSettings = SessionSettings()
     colonies: ColonySettings = ColonySettings()
     budgets: BudgetSettings = BudgetSettings()
+    tools: ToolSettings = ToolSettings()
 
     @classmethod
     def settings_customise_sources(

@@ -68,7 +68,7 @@ class Session:
         if self._queen_tools is None:
             from apiary.tools.workspace import workspace_tools
 
-            self._queen_tools = Toolset(workspace_tools(allow_commands=True))
+            self._queen_tools = Toolset(workspace_tools(allow_commands=self.deps.settings.tools.allow_commands))
         return self._queen_tools
 
     async def publish(self, type_: str, data: JsonObject) -> int:
