@@ -65,7 +65,7 @@ export function icon(name, extraClass = "") {
     ? body
     : `<svg viewBox="0 0 24 24" fill="none" stroke="currentColor" stroke-width="2" stroke-linecap="round" stroke-linejoin="round" aria-hidden="true">${body}</svg>`;
   const svg = span.firstElementChild;
-  if (extraClass) svg.setAttribute("class", extraClass);
+  svg.setAttribute("class", "i" + (extraClass ? " " + extraClass : ""));
   return svg;
 }
 

@@ -93,13 +93,16 @@ export class Sidebar {
 
   sessionItem(s) {
     const queen = queenOf(s.queen_id);
-    const colony = s.colony_name || s.agent_name;
+    // A live session with has_worker is a colony; a stored one with agent_name spawned that colony.
+    const colony = s.has_worker ? (s.colony_name || s.agent_name) : null;
+    const spawned = !s.has_worker && (s.agent_name || s.spawned_colony_name);
     const title = colony ? colony : (queen ? queen.name : (s.queen_name || "Session"));
     const sub = s.last_message || (queen ? queen.title : "No messages yet");
     const active = store.activeId === s.session_id;
     const tags = [];
     if (s.live) tags.push(h("span", { class: "live-dot", title: "Live" }));
-    if (colony) tags.push(h("span", { class: "tag accent" }, "colony"));
+    if (colony) tags.push(h("span", { class: "tag accent", title: `Colony session (${s.queen_name || "queen"})` }, "colony"));
+    else if (spawned) tags.push(h("span", { class: "tag", title: `Spawned the colony ${spawned}` }, "spawned"));
     if (s.colony_spawned) tags.push(h("span", { class: "tag warn" }, "locked"));
     const actions = h("div", { class: "actions" });
     if (s.live) {
@@ -113,7 +116,10 @@ export class Sidebar {
       onclick: (e) => { e.preventDefault(); e.stopPropagation(); this.deleteSession(s, title); },
     }, icon("trash")));
     return h("li", { class: "session-item" + (active ? " active" : ""), dataset: { sessionId: s.session_id } },
-      h("a", { class: "session-link", href: `#/s/${s.session_id}`, "aria-current": active ? "page" : false },
+      h("a", {
+        class: "session-link", href: `#/s/${s.session_id}`, "aria-current": active ? "page" : false,
+        onclick: () => { if (store.activeId === s.session_id) window.dispatchEvent(new CustomEvent("apiary:session-activate", { detail: s.session_id })); },
+      },
         avatar(queen ? queen.name : title, s.queen_id || title),
         h("span", { class: "meta" },
           h("span", { class: "line1" }, h("span", { class: "title" }, title), tags,
@@ -125,12 +131,12 @@ export class Sidebar {
   async endSession(s) {
     try {
       await del(`/api/sessions/${enc(s.session_id)}`);
+      if (store.activeId === s.session_id) window.dispatchEvent(new CustomEvent("apiary:session-ended", { detail: s.session_id }));
       toast("Session ended. It stays in your history.");
     } catch (err) {
       toast(err.message, "err");
     }
     await refreshSessions();
-    if (store.activeId === s.session_id) window.dispatchEvent(new CustomEvent("apiary:session-ended", { detail: s.session_id }));
   }
 
   async deleteSession(s, title) {
