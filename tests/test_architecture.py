@@ -11,7 +11,8 @@ LAYER = {"core": 0, "llm": 1, "tools": 1, "storage": 1, "bus": 1, "agent": 2, "s
          "server": 5, "cli": 6, "__init__": 0, "__main__": 7}
 SIDEWAYS_OK = {("bus", "storage")}
 OWNER = {"aiohttp": {"server"}, "click": {"cli"}, "openai": {"llm"}, "anthropic": {"llm"},
-         "aiosqlite": {"storage"}, "croniter": {"colonies"}}
+         "aiosqlite": {"storage"}, "croniter": {"colonies"}, "mcp": {"tools"}, "psycopg": {"storage"},
+         "psycopg_pool": {"storage"}}
 
 
 def layer_of(path: Path) -> str:

@@ -41,16 +41,41 @@ def user_messages(messages: list[JsonObject]) -> list[str]:
             if m["role"] == "user" and not m.get("is_system_nudge") and not m.get("inherited_from")]
 
 
-def _instructions(max_context_tokens: int, preserve: list[str] | None) -> str:
+def _instructions(max_context_tokens: int, preserve: list[str] | None, first_label: int = 1) -> str:
     target = max_context_tokens // 2 * 4
     lines = [f"Summarise the conversation below in about {target} characters, in these sections: "
              + "; ".join(SECTIONS) + "."]
     if preserve is not None:
         lines.append("Every user message must appear verbatim and in order, labelled [U1], [U2], ...:")
-        lines += [f"[U{i}] {text}" for i, text in enumerate(preserve, start=1)]
+        lines += [f"[U{i}] {text}" for i, text in enumerate(preserve, start=first_label)]
     else:
         lines.append("Keep rules, constraints and identity details verbatim.")
     return "\n".join(lines)
+
+
+def split_index(messages: list[JsonObject]) -> int | None:
+    """Where to cut ``messages`` in two, as near the middle as possible without separating a tool call
+    from any of its results; None when every cut would."""
+    n = len(messages)
+    calls: dict[str, int] = {}
+    blocked = [0] * (n + 1)   # difference array over the cut positions 1..n-1
+    for j, msg in enumerate(messages):
+        for call in tool_calls_of(msg):
+            calls.setdefault(call.id, j)
+        if msg["role"] == "tool":
+            c = calls.get(str(msg.get("tool_use_id")))
+            if c is not None and c < j:
+                blocked[c + 1] += 1   # cuts c+1..j would put the call and this result apart
+                blocked[j + 1] -= 1
+    open_cuts: list[int] = []
+    depth = 0
+    for i in range(1, n):
+        depth += blocked[i]
+        if depth == 0:
+            open_cuts.append(i)
+    if not open_cuts:
+        return None
+    return min(open_cuts, key=lambda i: (abs(2 * i - n), i))
 
 
 def facts_block(messages: list[JsonObject]) -> str:
@@ -77,19 +102,25 @@ def facts_block(messages: list[JsonObject]) -> str:
 
 
 async def summarise(llm: LLMProvider, messages: list[JsonObject], *, max_context_tokens: int = 180_000,
-                    preserve_user_messages: bool = False, char_limit: int = CHAR_LIMIT, _depth: int = 0) -> str:
+                    preserve_user_messages: bool = False, char_limit: int = CHAR_LIMIT, _depth: int = 0,
+                    _first_label: int = 1) -> str:
     text = render(messages)
     if len(text) > char_limit and len(messages) > 1 and _depth < RECURSION_LIMIT:
-        return await _split(llm, messages, max_context_tokens, preserve_user_messages, char_limit, _depth)
+        half = split_index(messages)
+        if half is not None:
+            return await _split(llm, messages, half, max_context_tokens, preserve_user_messages, char_limit, _depth,
+                                _first_label)
     preserve = user_messages(messages) if preserve_user_messages else None
     request = ModelRequest(messages=[{"seq": 0, "role": "user", "content": text}],
-                           system=_instructions(max_context_tokens, preserve),
+                           system=_instructions(max_context_tokens, preserve, _first_label),
                            max_tokens=max(1024, max_context_tokens // 2))
     try:
         response = await llm.acomplete(request)
     except ProviderError as exc:
-        if "context" in str(exc).lower() and len(messages) > 1 and _depth < RECURSION_LIMIT:
-            return await _split(llm, messages, max_context_tokens, preserve_user_messages, char_limit, _depth)
+        half = split_index(messages) if len(messages) > 1 and _depth < RECURSION_LIMIT else None
+        if "context" in str(exc).lower() and half is not None:
+            return await _split(llm, messages, half, max_context_tokens, preserve_user_messages, char_limit, _depth,
+                                _first_label)
         raise
     summary = response.content.strip()
     if _depth == 0 and "TOOLS ALREADY CALLED:" not in summary:
@@ -97,17 +128,15 @@ async def summarise(llm: LLMProvider, messages: list[JsonObject], *, max_context
     return summary
 
 
-async def _split(llm: LLMProvider, messages: list[JsonObject], budget: int, preserve: bool, limit: int,
-                 depth: int) -> str:
-    half = len(messages) // 2
-    while 0 < half < len(messages) and messages[half]["role"] == "tool":
-        half += 1   # never separate a tool call from its result
-    if half >= len(messages):
-        half = len(messages) // 2
+async def _split(llm: LLMProvider, messages: list[JsonObject], half: int, budget: int, preserve: bool, limit: int,
+                 depth: int, first_label: int) -> str:
+    """Summarise ``messages[:half]`` and ``messages[half:]`` and join them; user-message labels go on
+    counting across the halves, so the joined summary still reads [U1], [U2], ... in order."""
     first = await summarise(llm, messages[:half], max_context_tokens=budget, preserve_user_messages=preserve,
-                            char_limit=limit, _depth=depth + 1)
+                            char_limit=limit, _depth=depth + 1, _first_label=first_label)
     second = await summarise(llm, messages[half:], max_context_tokens=budget, preserve_user_messages=preserve,
-                             char_limit=limit, _depth=depth + 1)
+                             char_limit=limit, _depth=depth + 1,
+                             _first_label=first_label + len(user_messages(messages[:half])))
     joined = first + "\n\n" + second
     return joined + ("\n\n" + facts_block(messages) if depth == 0 else "")
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import dataclass
 from typing import Any
 
@@ -27,4 +28,6 @@ class Emitter:
     async def emit(self, type_: str, data: dict[str, Any]) -> StoredEvent | None:
         if self.muted:
             return None
-        return await self.bus.publish(self.session_id, self.event(type_, data))
+        # Shielded: a cancel arriving mid-append must not leave the log's id counter behind the
+        # row already written (the next append would then reuse the id).
+        return await asyncio.shield(self.bus.publish(self.session_id, self.event(type_, data)))

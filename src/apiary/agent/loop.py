@@ -75,6 +75,7 @@ class AgentLoop:
         self._turn_task: asyncio.Task[TurnResult] | None = None
         self._parked = False
         self.in_turn = False
+        self._restored: bool | None = None
 
     # -- control, called from outside the loop's task ----------------------------------------
 
@@ -99,11 +100,17 @@ class AgentLoop:
 
     # -- the loop ------------------------------------------------------------------------------
 
+    async def prepare(self) -> bool:
+        """Restore the conversation or write the fresh start (once). True when restored."""
+        if self._restored is None:
+            self._restored = await restore(self.ctx)
+            if not self._restored:
+                await self._fresh_start()
+        return self._restored
+
     async def run(self) -> LoopOutcome:
         ctx = self.ctx
-        restored = await restore(ctx)
-        if not restored:
-            await self._fresh_start()
+        restored = await self.prepare()
         await ctx.emitter.emit("node_loop_started", {"max_iterations": ctx.config.max_iterations})
         await ctx.hooks.after_iteration(ctx, "node_start")
         self._parked = (restored and ctx.role == "queen") or ctx.state.pending_input is not None

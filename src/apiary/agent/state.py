@@ -69,6 +69,7 @@ class RunState:
     output_tokens: int = 0
     last_input_tokens: int = 0
     compaction_failures: int = 0
+    accepted: bool = False   # the iteration just judged ended the run; a resume from it has nothing to do
 
     def take_seq(self) -> int:
         seq = self.next_seq
@@ -89,6 +90,7 @@ class RunState:
             "input_tokens": self.input_tokens,
             "output_tokens": self.output_tokens,
             "last_input_tokens": self.last_input_tokens,
+            "accepted": self.accepted,
         }
 
     def restore_cursor(self, cursor: JsonObject) -> None:

@@ -70,6 +70,7 @@ async def _run_one(ctx: RunContext, call: ToolCall) -> ToolOutput:
         return ToolOutput(UNKNOWN_OUTCOME, is_error=True)
     await ctx.record(f"call:{call.id}", {"name": call.name, "args": call.arguments})
     output = await _execute(ctx, call)
+    output = ToolOutput(clean_text(output.content), output.is_error)
     if not output.is_error and tool is not None and ctx.tool_context.spillover_dir is not None:
         output = ToolOutput(await _spill(ctx, call.name, output.content))
     await ctx.record(f"tool:{call.id}", {"content": output.content, "is_error": output.is_error})
@@ -85,11 +86,28 @@ async def _spill(ctx: RunContext, name: str, content: str) -> str:
                                    max_chars=ctx.config.max_tool_result_chars)
 
 
-async def _finish(ctx: RunContext, call: ToolCall, output: ToolOutput) -> CallOutcome:
+def clean_text(text: str) -> str:
+    """Text any store can hold: lone surrogates (e.g. undecodable file names) become ``\\udcff`` escapes."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return text.encode("utf-8", "backslashreplace").decode("utf-8")
+    return text
+
+
+async def _finish(ctx: RunContext, call: ToolCall, output: ToolOutput, done: dict[str, CallOutcome]) -> None:
+    """Give the call its one result. The call counts as done before the first await, and storing and
+    announcing the result is shielded, so a cancel landing here can neither cut the result short nor
+    make ``_stub_unfinished`` add a second one."""
+    output = ToolOutput(clean_text(output.content), output.is_error)
+    done[call.id] = CallOutcome(call, output)
+    await asyncio.shield(_store_result(ctx, call, output))
+
+
+async def _store_result(ctx: RunContext, call: ToolCall, output: ToolOutput) -> None:
     await ctx.add_message("tool", output.content, tool_use_id=call.id, is_error=output.is_error)
     await ctx.emitter.emit("tool_call_completed", {"tool_use_id": call.id, "tool_name": call.name,
                                                    "result": output.content[:2000], "is_error": output.is_error})
-    return CallOutcome(call, output)
 
 
 def _limit_error(ctx: RunContext, index: int) -> str | None:
@@ -118,7 +136,7 @@ async def run_tool_calls(ctx: RunContext, calls: list[ToolCall]) -> list[CallOut
             results = await asyncio.gather(*(_run_one(ctx, c) for c in calls))
             ctx.state.tool_calls_used += len(calls)
             for call, output in zip(calls, results, strict=True):
-                outcomes[call.id] = await _finish(ctx, call, output)
+                await _finish(ctx, call, output, outcomes)
         else:
             failed = False
             for index, call in enumerate(calls):
@@ -131,7 +149,7 @@ async def run_tool_calls(ctx: RunContext, calls: list[ToolCall]) -> list[CallOut
                     ctx.state.tool_calls_used += 1
                     output = await _run_one(ctx, call)
                     failed = output.is_error and call.name not in BUILTIN_NAMES
-                outcomes[call.id] = await _finish(ctx, call, output)
+                await _finish(ctx, call, output, outcomes)
     except asyncio.CancelledError:
         await asyncio.shield(_stub_unfinished(ctx, calls, outcomes))
         raise
@@ -141,7 +159,7 @@ async def run_tool_calls(ctx: RunContext, calls: list[ToolCall]) -> list[CallOut
 async def _stub_unfinished(ctx: RunContext, calls: list[ToolCall], done: dict[str, CallOutcome]) -> None:
     for call in calls:
         if call.id not in done:
-            done[call.id] = await _finish(ctx, call, ToolOutput(CANCELLED_RESULT, is_error=True))
+            await _finish(ctx, call, ToolOutput(CANCELLED_RESULT, is_error=True), done)
 
 
 def args_text(call: ToolCall) -> str:

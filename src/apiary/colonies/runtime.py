@@ -34,6 +34,7 @@ from apiary.llm.base import LLMProvider
 from apiary.storage.base import Stores, TaskQueue
 from apiary.storage.sqlite.progress_db import ensure_progress_db
 from apiary.tools.base import Toolset
+from apiary.tools.mcp_registry import McpRegistry, toolset_with
 
 logger = logging.getLogger(__name__)
 
@@ -65,6 +66,7 @@ class ColonyRuntime:
         self.loop_config = replace(LoopConfig.from_json(spec.loop_config), retry=RetryPolicy(
             max_retries=settings.llm.max_retries, base_s=settings.llm.retry_base_s, max_s=settings.llm.retry_max_s))
         self._tools: Toolset | None = None
+        self.mcp = McpRegistry.for_colony(spec.path, spec.enabled_mcp_tools)   # allowlist from tools.json
         self.timers = TimerSet(self)
         cfg = settings.budgets
         self.budget = Budget("colony", spec.name, Limits(cfg.colony_tokens, cfg.colony_usd, cfg.colony_seconds),
@@ -112,13 +114,16 @@ class ColonyRuntime:
         if self._tools is None:
             from apiary.tools.workspace import workspace_tools
 
-            self._tools = Toolset(workspace_tools(allow_commands=self.settings.tools.allow_commands)).only(self.spec.tool_names)
-        return self._tools
+            builtin = Toolset(workspace_tools(allow_commands=self.settings.tools.allow_commands))
+            self._tools = builtin.only(self.spec.tool_names)
+        return toolset_with(self._tools, self.mcp.loaded_tools()) if self.mcp else self._tools
 
     # -- loading ---------------------------------------------------------------------------------
 
     async def load(self) -> None:
         await asyncio.to_thread(ensure_progress_db, self.spec.path, stale_claim_s=self.settings.colonies.stale_claim_s)
+        if self.mcp:
+            await self.mcp.load()
         self.outputs = await asyncio.to_thread(self._collect_outputs)
         await self.publish("worker_colony_loaded", {"colony_id": self.name, "colony_name": self.display_name,
                                                     "agent_path": str(self.path), "goal": self.goal_description,
@@ -182,6 +187,8 @@ class ColonyRuntime:
                 execution.cancel_reason = execution.cancel_reason or SHUTDOWN
         await self.timers.remove_all()
         await self.tasks.aclose(self.settings.colonies.cancel_grace_s)
+        if self.mcp:
+            await self.mcp.aclose()
         await self.queue.close()
 
     # -- events and the host ---------------------------------------------------------------------

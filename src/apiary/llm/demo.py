@@ -125,6 +125,10 @@ class DemoLLM(FunctionLLM):
             result = _last_tool_result(messages)
             preview = result[:200] + ("…" if len(result) > 200 else "")
             return Turn(text=f"[demo model] The tool answered: {preview}", delay_s=found.delay_s)
+        raw = str(user.get("content", "")) if user else ""
+        if "[External event]" in raw or (user or {}).get("is_trigger"):
+            first = text.splitlines()[0] if text else ""
+            return Turn(text=f"[demo model] Noted: {first[:160]}", delay_s=found.delay_s)
         if found.tools:
             return Turn(
                 text="[demo model] Running the requested tools.",

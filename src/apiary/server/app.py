@@ -7,7 +7,7 @@ cleanup context stops every session (runs are cancelled to a checkpoint) and clo
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
 from aiohttp import web
@@ -19,9 +19,10 @@ from apiary.core.ids import IdFactory, RandomIds
 from apiary.core.layout import Layout
 from apiary.core.tasks import TaskOwner
 from apiary.llm.registry import make_llm
+from apiary.server.activity import session_use_middleware
 from apiary.server.errors import Handler, error_middleware
-from apiary.server.security import same_origin_middleware, token_middleware
 from apiary.server.routes import ALL_ROUTES
+from apiary.server.security import same_origin_middleware, token_middleware
 from apiary.server.state import APP_STATE, AppState
 from apiary.sessions.deps import LLMFactory, SessionDeps
 from apiary.sessions.files import SessionIndex
@@ -41,20 +42,30 @@ async def build_app(settings: Settings, *, stores: Stores | None = None, llm_fac
     stores = stores or await open_stores(settings.database_url, home=home)
     layout = Layout(home)
     deps = SessionDeps(settings=settings, layout=layout, stores=stores,
-                       bus=EventBus(stores.events, clock, queue_size=settings.server.sse_queue_size),
+                       bus=EventBus(stores.events, clock, queue_size=settings.server.sse_queue_size,
+                                    remote=stores.shared),
                        clock=clock, ids=ids or RandomIds(),
                        make_llm=llm_factory or (lambda spec: make_llm(spec, settings)),
                        tasks=TaskOwner("sessions"), index=SessionIndex(layout))
     token = settings.server.api_token.get_secret_value() if settings.server.api_token else None
     app = web.Application(client_max_size=settings.server.max_body_bytes,
                           middlewares=[same_origin_middleware, token_middleware(token), error_middleware,
-                                       ui_middleware])
+                                       session_use_middleware, ui_middleware])
+    stores.add_notification_callback(_events_from_elsewhere(deps.bus))
     app[APP_STATE] = AppState(settings=settings, deps=deps, sessions=SessionManager(deps))
     for route in ALL_ROUTES:
         app.router.add_route(route.method, route.path, route.handler)
     app.on_shutdown.append(_close_streams)
     app.cleanup_ctx.append(_lifecycle)
     return app
+
+
+def _events_from_elsewhere(bus: EventBus) -> Callable[[str, str | None], None]:
+    def on_notification(channel: str, payload: str | None) -> None:
+        if channel == "apiary_events" or payload is None:
+            bus.on_notification(channel, payload)
+
+    return on_notification
 
 
 async def _close_streams(app: web.Application) -> None:
@@ -66,6 +77,7 @@ async def _lifecycle(app: web.Application) -> AsyncIterator[None]:
     from apiary.sessions.recovery import recover_at_startup
 
     await recover_at_startup(state.deps)
+    state.sessions.parking.start()   # parks idle live sessions (SPEC C.6)
     yield
     await state.sessions.aclose()
     await state.deps.tasks.aclose(state.settings.server.shutdown_timeout_s)

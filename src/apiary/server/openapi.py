@@ -21,9 +21,10 @@ def _operation(route: Route) -> dict[str, Any]:
     if route.body is not None:
         op["requestBody"] = {"required": False, "content": {"application/json": {"schema": route.body}}}
     media = "text/event-stream" if route.stream else "application/json"
+    success = {"schema": {"type": "string"} if route.stream else {"type": "object"}}
     op["responses"] = {
-        "200": {"description": "success", "content": {media: {"schema": {"type": "string"} if route.stream
-                                                                else {"type": "object"}}}},
+        **{str(code): {"description": text, "content": {media: success}}
+           for code, text in (route.responses or {200: "success"}).items()},
         "4XX": {"description": "client error", "content": {"application/json": {"schema": ERROR}}},
         "5XX": {"description": "server error", "content": {"application/json": {"schema": ERROR}}},
     }

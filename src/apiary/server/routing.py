@@ -18,7 +18,7 @@ class Route:
     handler: Handler
     summary: str
     body: dict[str, Any] | None = None              # JSON schema of the request body
-    responses: dict[int, str] = field(default_factory=dict)
+    responses: dict[int, str] = field(default_factory=dict)   # success statuses; empty means just 200
     stream: bool = False                            # text/event-stream
 
 

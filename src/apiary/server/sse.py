@@ -25,6 +25,11 @@ KEEPALIVE = b": keepalive\n\n"
 _PAGE = 1000
 
 
+def _loop_time() -> float:
+    """The event loop's clock: keepalives are about real time on the wire, whatever clock is injected."""
+    return asyncio.get_running_loop().time()
+
+
 def encode(stored: StoredEvent) -> bytes:
     return f"id: {stored.id}\ndata: {stored.json_text}\n\n".encode()
 
@@ -53,9 +58,11 @@ class EventStream:
         self.wanted, self.resume, self.keepalive_s = wanted, resume, keepalive_s
         self.response = web.StreamResponse(headers=SSE_HEADERS)
         self.last_sent: int | None = resume
+        self._written_at = _loop_time()
 
     async def _write(self, data: bytes) -> None:
         await self.response.write(data)
+        self._written_at = _loop_time()
 
     async def _send(self, stored: StoredEvent) -> None:
         if self.wanted(stored):
@@ -79,11 +86,13 @@ class EventStream:
         newest = await log.last_id(self.session_id)
         if self.resume is None:
             for stored in await log.read_tail(self.session_id, 1000):
-                if stored.type in REPLAY_TYPES and self.wanted(stored):
+                # Newer events arrived after ``newest`` was read: they are in the live queue already.
+                if stored.id <= newest and stored.type in REPLAY_TYPES and self.wanted(stored):
                     await self._write(encode(stored))
             return newest
         if self.resume > newest:
-            await self._write(gap_frame(self.clock, self.resume, None, "unknown_last_event_id"))
+            # the connection stays open: the next event it can carry is the one after the newest
+            await self._write(gap_frame(self.clock, self.resume, newest + 1, "unknown_last_event_id"))
             return newest
         after = self.resume
         while after < newest:
@@ -97,10 +106,14 @@ class EventStream:
 
     async def _live(self, sub: Subscription, seen: int) -> None:
         while True:
-            try:
-                stored = await sub.get(timeout_s=self.keepalive_s)
-            except TimeoutError:
+            # keepalive after ``keepalive_s`` without a write, also while only filtered-out events arrive
+            quiet = _loop_time() - self._written_at
+            if quiet >= self.keepalive_s:
                 await self._write(KEEPALIVE)
+                continue
+            try:
+                stored = await sub.get(timeout_s=self.keepalive_s - quiet)
+            except TimeoutError:
                 continue
             if stored is None:
                 if sub.overflowed:

@@ -62,7 +62,7 @@ async def open_colony(manager: SessionManager, colony_dir: Path, *, session_id: 
     wanted = str(named) if named else (resume_from or session_id)
     if await asyncio.to_thread(ColonySpec.load, colony_dir, worker_name) is None:
         raise NotFound(f"Agent not found: {colony_dir}")
-    live = manager.loaded(wanted) if wanted else None
+    live = await manager.find_live(wanted) if wanted else None
     if live is not None:
         if live.colony is not None and live.colony.path == colony_dir:
             return live

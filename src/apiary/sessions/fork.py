@@ -2,23 +2,24 @@
 
 A spawn that fails removes what it created (colony folder if new, the session copy and its rows),
 so no half-written colony is left. The conversation and the event log are copied inside one
-database transaction each, so a spawn sent while the queen is still answering copies a
-consistent snapshot.
+database transaction each, and the folder copy skips the temporary files of atomic writes, so a
+spawn sent while the queen is still answering copies a consistent snapshot (SPEC C.6).
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import re
 import shutil
 from pathlib import Path
 from typing import Any
 
 from apiary.agent.compaction import summarise, summary_message
 from apiary.core.clock import utc_iso
-from apiary.core.errors import ApiaryError, InvalidRequest, NotFound, Unavailable
+from apiary.core.errors import ApiaryError, InvalidRequest, NotFound, RequestError, Unavailable
 from apiary.core.jsonfile import merge_json, read_json, write_json
-from apiary.core.messages import is_well_formed
+from apiary.core.messages import is_well_formed, make_message, tool_calls_of
 from apiary.sessions.compaction_jobs import fork_compaction_job
 from apiary.sessions.files import StoredSession
 from apiary.sessions.manager import SessionManager
@@ -35,10 +36,31 @@ WORKER_BRIEF = ("You are a worker started by the queen for one task. Use your to
                 "when you are done; call escalate when you are stuck or when human judgement is needed.")
 DEFAULT_TASK = "Continue the work from the queen's current session."
 LOCK_FIELDS = ("colony_spawned", "spawned_colony_name", "spawned_colony_at")
+RUNNING_CALL_RESULT = "[Tool call still running in the source session when this copy was made; its result is unknown]"
 
 
 def display_name(colony_name: str) -> str:
     return colony_name.replace("_", " ").title()
+
+
+# write_json's temporary files (``.<name>.<8 random chars>``): renamed away at any moment, never copied.
+_TEMP_FILE = re.compile(r"^\..+\.[a-z0-9_]{8}$")
+
+
+def _ignore(directory: str, names: list[str]) -> set[str]:
+    return {n for n in names if n == "compaction_status.json" or _TEMP_FILE.match(n)}
+
+
+def _copy_file(src: str, dst: str) -> None:
+    try:
+        shutil.copy2(src, dst)
+    except FileNotFoundError:
+        pass   # removed (or renamed over) by the live session while the folder was being copied
+
+
+def _copy_dir(source: Path, target: Path) -> None:
+    """Copy a live session's folder: the queen may be writing files in it at the same time (SPEC C.6)."""
+    shutil.copytree(source, target, ignore=_ignore, copy_function=_copy_file)
 
 
 async def copy_session(manager: SessionManager, source: Session, *, keep_events: bool) -> StoredSession:
@@ -46,13 +68,37 @@ async def copy_session(manager: SessionManager, source: Session, *, keep_events:
     deps = manager.deps
     new_id = manager.new_id()
     copy = StoredSession(new_id, source.queen_id, deps.layout.queen_session_dir(source.queen_id, new_id))
-    await asyncio.to_thread(shutil.copytree, source.stored.dir, copy.dir,
-                            ignore=shutil.ignore_patterns("compaction_status.json"))
-    deps.index.add(copy)
-    await deps.stores.conversations.copy(f"queen:{source.id}", f"queen:{new_id}")
-    if keep_events:
-        await deps.stores.events.copy_session(source.id, new_id)
+    try:
+        await asyncio.to_thread(_copy_dir, source.stored.dir, copy.dir)
+        deps.index.add(copy)
+        await deps.stores.conversations.copy(f"queen:{source.id}", f"queen:{new_id}")
+        await _close_running_calls(deps.stores.conversations, f"queen:{new_id}")
+        if keep_events:
+            await deps.stores.events.copy_session(source.id, new_id)
+    except BaseException:
+        try:
+            await asyncio.shield(forget_copy(manager, copy))   # a half-made copy is never left behind
+        except Exception:
+            logger.exception("could not remove the half-made copy %s", new_id)
+        raise
     return copy
+
+
+async def _close_running_calls(conversations: Any, owner: str) -> None:
+    """Tool calls the source was still running when it was copied get an error result in the copy, so
+    the copy's transcript is complete on its own: every call has exactly one result (SPEC C.6)."""
+    conv = await conversations.load(owner)
+    messages = [m for m in conv.messages if is_well_formed(m)]
+    answered = {m.get("tool_use_id") for m in messages if m["role"] == "tool"}
+    next_seq = max([m["seq"] for m in messages] + list(conv.partials), default=-1) + 1
+    for msg in messages:
+        for call in tool_calls_of(msg):
+            if call.id in answered:
+                continue
+            answered.add(call.id)
+            await conversations.append_message(owner, make_message(
+                next_seq, "tool", RUNNING_CALL_RESULT, tool_use_id=call.id, is_error=True, run_id=msg.get("run_id")))
+            next_seq += 1
 
 
 async def forget_copy(manager: SessionManager, copy: StoredSession | None) -> None:
@@ -114,13 +160,18 @@ async def spawn_colony(manager: SessionManager, session: Session, *, colony_name
     colony_dir = deps.layout.colony_dir(colony_name)
     is_new = not (colony_dir / "worker.json").exists()
     created_dir = not colony_dir.exists()
+    # What an existing colony looked like, to put back if this spawn fails (B 8 step 11).
+    previous = {} if created_dir else await asyncio.to_thread(_snapshot_files, colony_dir)
     copy: StoredSession | None = None
+    db_path: Path | None = None
+    task_ids: list[str] = []
     try:
         await asyncio.to_thread((colony_dir / "data").mkdir, parents=True, exist_ok=True)
-        db_path, task_ids = await asyncio.to_thread(_seed, colony_dir, deps.settings.colonies.stale_claim_s, tasks,
-                                                    task)
-        goal = task or (tasks[0]["goal"] if tasks else "")
-        spec = worker_spec(session, colony_name=colony_name, task=goal, db_path=db_path,
+        seeded_db, task_ids = await asyncio.to_thread(_seed, colony_dir, deps.settings.colonies.stale_claim_s, tasks,
+                                                      task)
+        db_path = seeded_db
+        goal = task if task.strip() else (tasks[0]["goal"] if tasks else "")
+        spec = worker_spec(session, colony_name=colony_name, task=goal, db_path=seeded_db,
                            first_task=task_ids[0] if task_ids else None, now=now)
         await asyncio.to_thread(write_json, colony_dir / "worker.json", spec)
         copy = await copy_session(manager, session, keep_events=True)
@@ -128,28 +179,76 @@ async def spawn_colony(manager: SessionManager, session: Session, *, colony_name
             "agent_path": str(colony_dir), "agent_name": display_name(colony_name), "queen_id": session.queen_id,
             "forked_from": session.id, "colony_fork": True}, remove=LOCK_FIELDS)
         await asyncio.to_thread(_write_metadata, colony_dir, session, copy.session_id, goal, now)
+        await asyncio.to_thread(_write_tools, deps.layout.queen_dir(session.queen_id), colony_dir, now)
+        await asyncio.to_thread(write_json, copy.dir / "compaction_status.json",
+                                {"status": "in_progress", "started_at": utc_iso(now)})
         await asyncio.to_thread(session.stored.merge_meta, {"agent_path": str(colony_dir),
                                                             "agent_name": display_name(colony_name)})
     except Exception as exc:
         await forget_copy(manager, copy)
         if created_dir:
             await asyncio.to_thread(shutil.rmtree, colony_dir, True)
-        if isinstance(exc, ApiaryError) and not isinstance(exc, InvalidRequest):
+        else:
+            await asyncio.to_thread(_undo_in_existing_colony, colony_dir, previous, db_path, task_ids)
+        if isinstance(exc, RequestError):
             raise
         raise ApiaryError(f"colony fork failed: {exc}") from exc
-    await asyncio.to_thread(write_json, copy.dir / "compaction_status.json",
-                            {"status": "in_progress", "started_at": utc_iso(now)})
+    result = {"colony_path": str(colony_dir), "colony_name": colony_name, "queen_session_id": copy.session_id,
+              "is_new": is_new, "db_path": str(db_path), "task_ids": task_ids, "compaction_status": "in_progress"}
+    # Published before the job starts, so that it always precedes the job's own done/failed event.
+    await session.publish("custom", {"name": "colony_compaction_status", "colony_name": colony_name,
+                                     "queen_session_id": copy.session_id, "status": "in_progress"})
     deps.tasks.spawn(fork_compaction_job(
         deps, source_id=session.id, copy=copy, colony_name=colony_name,
         worker_conversations=deps.layout.worker_conversations(colony_name), llm=session.llm,
         timeout_s=deps.settings.colonies.compaction_timeout_s), name=f"fork-compaction:{copy.session_id}")
-    result = {"colony_path": str(colony_dir), "colony_name": colony_name, "queen_session_id": copy.session_id,
-              "is_new": is_new, "db_path": str(db_path), "task_ids": task_ids, "compaction_status": "in_progress"}
-    await session.publish("custom", {"name": "colony_compaction_status", "colony_name": colony_name,
-                                     "queen_session_id": copy.session_id, "status": "in_progress"})
     await session.publish("colony_created", {**result, "skill_installed": False, "skill_name": None,
                                              "skill_replaced": False, "task": goal})
     return result
+
+
+_RESTORED_FILES = ("worker.json", "metadata.json", "tools.json")
+
+
+def _snapshot_files(colony_dir: Path) -> dict[str, bytes | None]:
+    files: dict[str, bytes | None] = {}
+    for name in _RESTORED_FILES:
+        try:
+            files[name] = (colony_dir / name).read_bytes()
+        except FileNotFoundError:
+            files[name] = None
+    return files
+
+
+def _undo_in_existing_colony(colony_dir: Path, previous: dict[str, bytes | None], db_path: Path | None,
+                             task_ids: list[str]) -> None:
+    """Put an existing colony back as it was before a failed spawn: its files and its queue."""
+    for name, content in previous.items():
+        path = colony_dir / name
+        try:
+            if content is None:
+                path.unlink(missing_ok=True)
+            elif not path.exists() or path.read_bytes() != content:
+                path.write_bytes(content)
+        except OSError:
+            logger.exception("could not restore %s after a failed spawn", path)
+    if db_path is not None and task_ids:
+        conn = progress_db.connect(db_path)
+        try:
+            with progress_db.write_transaction(conn):
+                conn.executemany("DELETE FROM tasks WHERE id = ?", [(i,) for i in task_ids])
+        except Exception:
+            logger.exception("could not remove the tasks seeded by a failed spawn into %s", colony_dir.name)
+        finally:
+            conn.close()
+
+
+def _write_tools(queen_dir: Path, colony_dir: Path, now: float) -> None:
+    """The colony's ``tools.json`` from the queen's ``enabled_mcp_tools`` when that is a list (B 8 step 10)."""
+    queen_tools = read_json(queen_dir / "tools.json", {})
+    enabled = queen_tools.get("enabled_mcp_tools") if isinstance(queen_tools, dict) else None
+    if isinstance(enabled, list):
+        write_json(colony_dir / "tools.json", {"enabled_mcp_tools": enabled, "updated_at": utc_iso(now)})
 
 
 def _write_metadata(colony_dir: Path, session: Session, copy_id: str, task: str, now: float) -> None:

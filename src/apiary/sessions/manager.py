@@ -17,6 +17,7 @@ from apiary.core.safety import require_safe_segment
 from apiary.llm.registry import parse_model_spec
 from apiary.sessions.deps import SessionDeps
 from apiary.sessions.files import StoredSession
+from apiary.sessions.parking import Parking
 from apiary.sessions.phases import PHASES
 from apiary.sessions.profiles import DEFAULT_QUEEN, QueenProfile, classify, get_profile
 from apiary.sessions.session import Session
@@ -40,8 +41,9 @@ def require_profile(queen_id: str) -> QueenProfile:
 class SessionManager:
     def __init__(self, deps: SessionDeps) -> None:
         self.deps = deps
-        self.live: dict[str, Session] = {}
+        self.live: dict[str, Session] = {}       # in memory; parked sessions are in ``parking.records``
         self._locks: dict[str, asyncio.Lock] = {}
+        self.parking = Parking(self)
 
     def _lock(self, session_id: str) -> asyncio.Lock:
         return self._locks.setdefault(session_id, asyncio.Lock())
@@ -50,6 +52,34 @@ class SessionManager:
 
     def loaded(self, session_id: str) -> Session | None:
         return self.live.get(session_id)
+
+    def is_live(self, session_id: str) -> bool:
+        """Live for clients: in memory or parked (SPEC C.6)."""
+        return session_id in self.live or session_id in self.parking.records
+
+    async def find_live(self, session_id: str) -> Session | None:
+        """The live session, restoring a parked one; None when it is not live."""
+        if session_id in self.parking.records:
+            return await self.get_live(session_id)
+        return self.live.get(session_id)
+
+    def live_json(self) -> list[dict[str, Any]]:
+        now = self.deps.clock.now()
+        parked = [r.to_json(now) for sid, r in self.parking.records.items() if sid not in self.live]
+        return [*(s.to_json() for s in self.live.values()), *parked]
+
+    def newest_live_without_colony(self, queen_id: str) -> str | None:
+        """The id of this queen's newest live session without a colony, parked ones included."""
+        found = [(s.loaded_at, s.id) for s in self.live.values() if s.queen_id == queen_id and s.colony is None]
+        found += [(r.loaded_at, r.session_id) for r in self.parking.records.values()
+                  if r.queen_id == queen_id and r.colony_path is None and r.session_id not in self.live]
+        return max(found)[1] if found else None
+
+    def live_counts(self) -> tuple[int, int]:
+        """(live sessions, those with a colony loaded), parked ones included."""
+        parked = [r for sid, r in self.parking.records.items() if sid not in self.live]
+        with_colony = sum(1 for s in self.live.values() if s.colony is not None)
+        return len(self.live) + len(parked), with_colony + sum(1 for r in parked if r.colony_path)
 
     async def get_live(self, session_id: str) -> Session:
         """The live session, restoring one that was live at the last stop (SPEC A 1.8)."""
@@ -63,8 +93,11 @@ class SessionManager:
                 return session
             stored = self.deps.index.get(session_id)
             if stored is None or stored.meta().get("ended_at"):
+                self.parking.forget(session_id)
                 raise NotFound(f"Session '{session_id}' not found")
-            return await self._open(stored, restore=True)
+            session = await self._open(stored, restore=True)
+            self.parking.restored(session)
+            return session
 
     def stored(self, session_id: str) -> StoredSession | None:
         return self.deps.index.get(session_id)
@@ -81,12 +114,14 @@ class SessionManager:
         profile = require_profile(queen_id)
         if model is not None:
             parse_model_spec(model)
-        wanted = resume_from or session_id
+        wanted = resume_from if resume_from is not None else session_id   # "" is checked, not ignored
         if wanted is not None:
             require_safe_segment(wanted)
-            if wanted in self.live:
+            if self.is_live(wanted):
                 raise Conflict(f"Session '{wanted}' already exists")
         async with self._lock(wanted or "__new__"):
+            if wanted is not None and self.is_live(wanted):   # opened while this request waited for the lock
+                raise Conflict(f"Session '{wanted}' already exists")
             stored = self.deps.index.get(wanted) if resume_from else None
             if stored is not None:
                 return await self._open(stored, restore=True, phase=initial_phase, model=model, attach=attach)
@@ -100,7 +135,7 @@ class SessionManager:
     def new_id(self) -> str:
         while True:
             sid = self.deps.ids.session_id(self.deps.clock.now())
-            if sid not in self.live and self.deps.index.get(sid) is None:
+            if not self.is_live(sid) and self.deps.index.get(sid) is None:
                 return sid
 
     async def _open(self, stored: StoredSession, *, restore: bool, phase: str | None = None,
@@ -120,7 +155,7 @@ class SessionManager:
         self.live[session.id] = session
         if initial_prompt and not restore:
             await session.publish("client_input_received", {"content": initial_prompt, "image_count": 0})
-        session.queen.start(initial_prompt=initial_prompt, greet=not restore)
+        await session.queen.start(initial_prompt=initial_prompt, greet=not restore)
         loaded = meta.get("loaded_colony")
         if restore and attach and isinstance(loaded, str):
             await self._reattach(session, loaded)
@@ -141,6 +176,7 @@ class SessionManager:
 
     async def end(self, session_id: str) -> None:
         """DELETE /api/sessions/{id}: stop it and record ``ended_at`` so it stays cold."""
+        self.parking.forget(session_id)
         session = self.live.pop(session_id, None)
         stored = session.stored if session else self.deps.index.get(session_id)
         if stored is None:
@@ -154,6 +190,8 @@ class SessionManager:
         if session.colony is not None:
             await session.colony.aclose()
         await session.queen.stop()
+        if session.mcp:
+            await session.mcp.aclose()
         await session.llm.aclose()
 
     async def delete_stored(self, session_id: str) -> None:
@@ -161,6 +199,7 @@ class SessionManager:
         stored = self.deps.index.get(session_id)
         if stored is None and session_id not in self.live:
             raise NotFound(f"Session '{session_id}' not found")
+        self.parking.forget(session_id)
         session = self.live.pop(session_id, None)
         if session is not None:
             await self._stop(session)
@@ -173,6 +212,7 @@ class SessionManager:
 
     async def aclose(self) -> None:
         """Shutdown: bring every live session to a stop; they come back on first use."""
+        await self.parking.aclose()
         sessions = list(self.live.values())
         self.live.clear()
         await asyncio.gather(*(self._stop(s) for s in sessions), return_exceptions=True)
@@ -195,7 +235,7 @@ class SessionManager:
             if meta.get("colony_fork"):
                 continue
             summary = stored.summary()
-            live = stored.session_id in self.live
+            live = self.is_live(stored.session_id)
             items.append({
                 "session_id": stored.session_id, "cold": not live, "live": live,
                 "has_messages": bool(summary.get("message_count")), "created_at": meta.get("created_at"),

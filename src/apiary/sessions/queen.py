@@ -43,6 +43,8 @@ class QueenHooks:
         return {"phase": self.session.phase}
 
     async def after_iteration(self, ctx: RunContext, kind: str) -> None:
+        if kind == "node_start" and self.session.mcp:
+            await self.session.mcp.load()   # MCP servers start lazily, once the queen runs
         await asyncio.to_thread(self.session.write_summary, ctx.state.messages, ctx.clock.now())
 
     async def on_escalation(self, ctx: RunContext, request_id: str, reason: str, context: str) -> None:
@@ -57,9 +59,10 @@ class QueenRunner:
 
     @property
     def is_running(self) -> bool:
-        return self.loop is not None and self.task is not None and not self.task.done()
+        """True from the start (while the loop prepares, it already takes messages) until the loop ends."""
+        return self.loop is not None and (self.task is None or not self.task.done())
 
-    def start(self, *, initial_prompt: str | None = None, greet: bool = False) -> None:
+    async def start(self, *, initial_prompt: str | None = None, greet: bool = False) -> None:
         s = self.session
         deps = s.deps
         run_id = deps.ids.run_id()
@@ -74,8 +77,12 @@ class QueenRunner:
         )
         initial = [f"{ctx.stamp()} user_request: {initial_prompt}"] if initial_prompt else None
         # The loop object exists before its task runs, so a message sent right away is never dropped.
-        self.loop = AgentLoop(ctx, initial_messages=initial, greet=greet)
-        self.task = deps.tasks.spawn(self._run(self.loop), name=f"queen:{s.id}")
+        loop = AgentLoop(ctx, initial_messages=initial, greet=greet)
+        # The conversation is written before the task runs, so a spawn sent right after creation
+        # copies the first message; the loop exists first, so a message sent right away is not dropped.
+        self.loop = loop
+        await loop.prepare()
+        self.task = deps.tasks.spawn(self._run(loop), name=f"queen:{s.id}")
 
     async def _run(self, loop: AgentLoop) -> None:
         try:

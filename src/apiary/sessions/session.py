@@ -17,6 +17,7 @@ from apiary.sessions.phases import PHASE_TOOLS
 from apiary.sessions.profiles import QueenProfile
 from apiary.sessions.queen import QueenRunner
 from apiary.tools.base import Toolset
+from apiary.tools.mcp_registry import McpRegistry, toolset_with
 
 logger = logging.getLogger(__name__)
 
@@ -38,6 +39,7 @@ class Session:
         self.colony: Any = None
         self.queen = QueenRunner(self)
         self._queen_tools: Toolset | None = None
+        self.mcp = McpRegistry.for_queen(deps.layout.queen_dir(profile.id))   # starts nothing yet
         self.budget = self._make_budget(meta)
 
     def _make_budget(self, meta: dict[str, Any]) -> Budget:
@@ -69,7 +71,7 @@ class Session:
             from apiary.tools.workspace import workspace_tools
 
             self._queen_tools = Toolset(workspace_tools(allow_commands=self.deps.settings.tools.allow_commands))
-        return self._queen_tools
+        return toolset_with(self._queen_tools, self.mcp.loaded_tools()) if self.mcp else self._queen_tools
 
     async def publish(self, type_: str, data: JsonObject) -> int:
         event = Event(type=type_, data=data, stream_id="queen", node_id="queen", execution_id=self.id)

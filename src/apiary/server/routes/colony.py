@@ -23,11 +23,18 @@ from apiary.sessions.session import Session
 
 def resolve_agent_path(state: AppState, agent_path: str) -> Path:
     root = state.deps.layout.colonies.resolve()
-    raw = Path(agent_path).expanduser()
-    path = (raw if raw.is_absolute() else root / raw).resolve()
+    try:
+        raw = Path(agent_path).expanduser()
+        path = (raw if raw.is_absolute() else root / raw).resolve()
+    except (ValueError, RuntimeError, OSError):   # a NUL byte; ~user of no one; a symlink loop
+        raise InvalidRequest(f"agent_path must lie inside the colonies folder {root}") from None
     if root not in path.parents:
         raise InvalidRequest(f"agent_path must lie inside the colonies folder {root}")
-    if not path.is_dir():
+    try:
+        found = path.is_dir()
+    except OSError:                               # a name too long for the file system
+        found = False
+    if not found:
         raise NotFound(f"Agent not found: {agent_path}")
     return path
 
@@ -135,6 +142,7 @@ ROUTES = [
     Route("DELETE", SID + "/colony", unload_colony, "Unload the session's colony"),
     Route("GET", SID + "/workers", list_workers, "The colony's workers"),
     Route("POST", SID + "/workers/stop-all", stop_all, "Stop every worker"),
-    Route("POST", SID + "/workers/{worker_id}/stop", stop_worker, "Stop one worker"),
+    Route("POST", SID + "/workers/{worker_id}/stop", stop_worker, "Stop one worker",
+          responses={200: "stopped", 202: "still stopping after the grace period"}),
     Route("GET", SID + "/workers/stream", workers_stream, "SSE snapshots of the worker list", stream=True),
 ]

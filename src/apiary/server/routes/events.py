@@ -54,7 +54,9 @@ async def history(request: web.Request) -> web.Response:
         after = _int_param(request, "after")
         if after is None:
             raise InvalidRequest("after must be an integer")
-        events = collapse_text_deltas(await log.read(session_id, after=after, limit=limit + 1))
+        # Collapse the whole suffix, not one page of it: a page cut in the middle of a streamed reply
+        # would otherwise keep a delta that the full history collapses away.
+        events = collapse_text_deltas(await log.read(session_id, after=after))
         total = len(events)
         events = events[:limit]
     else:

@@ -136,5 +136,6 @@ ROUTES = [
     Route("POST", SID + "/replay", replay, "Re-run a worker session from a checkpoint",
           obj(session_id=STR, checkpoint_id=STR, mode={"type": "string", "enum": list(REPLAY_MODES)})),
     Route("POST", SID + "/pause", pause, "Pause every worker execution and the timers"),
-    Route("POST", SID + "/stop", stop, "Cancel one execution", obj(execution_id=STR)),
+    Route("POST", SID + "/stop", stop, "Cancel one execution", obj(execution_id=STR),
+          responses={200: "stopped", 202: "still stopping after the grace period"}),
 ]

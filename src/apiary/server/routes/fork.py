@@ -5,7 +5,7 @@ from __future__ import annotations
 from aiohttp import web
 
 from apiary.core.errors import InvalidRequest, Unavailable
-from apiary.core.safety import COLONY_NAME
+from apiary.core.safety import COLONY_NAME, require_safe_segment
 from apiary.server.body import optional, read_body, required_str
 from apiary.server.routing import LIST, STR, Route, obj
 from apiary.server.state import app_state, live_session
@@ -22,6 +22,7 @@ async def colony_spawn(request: web.Request) -> web.Response:
     name = required_str(body, "colony_name").strip()
     if not COLONY_NAME.match(name):
         raise InvalidRequest("colony_name must be lowercase alphanumeric with underscores")
+    require_safe_segment(name)  # colony names also pass the safe-segment rule, with its length limit (A 1.3)
     task = optional(body, "task", str, "")
     tasks = optional(body, "tasks", list, [])
     validate_tasks(tasks)

@@ -27,12 +27,12 @@ def _check_images(images: list[Any]) -> list[dict[str, Any]]:
     return images
 
 
-def ensure_queen(session: Session) -> bool:
+async def ensure_queen(session: Session) -> bool:
     """Start the queen if her loop ended. True when she had to be revived."""
     if session.queen.is_running:
         return False
     try:
-        session.queen.start()
+        await session.queen.start()
     except ApiaryError:
         raise
     except Exception as exc:
@@ -43,15 +43,17 @@ def ensure_queen(session: Session) -> bool:
 async def chat(request: web.Request) -> web.Response:
     session = await live_session(request)
     if session.colony_spawned:
-        raise SessionLocked("session_locked", reason="colony_spawned",
-                            spawned_colony_name=session.spawned_colony_name, message=LOCK_MESSAGE)
+        locked = SessionLocked("session_locked", reason="colony_spawned",
+                               spawned_colony_name=session.spawned_colony_name)
+        locked.extra["message"] = LOCK_MESSAGE   # not a keyword: ApiaryError's own first parameter is `message`
+        raise locked
     body = await read_body(request)
     message = optional(body, "message", str, "")
     display = optional(body, "display_message", str)
     images = _check_images(optional(body, "images", list, []))
     if message == "" and not images:
         raise InvalidRequest("message is required")
-    revived = ensure_queen(session)
+    revived = await ensure_queen(session)
     seq = await session.publish("client_input_received",
                                 {"content": display if display is not None else message, "image_count": len(images)})
     if not session.queen.deliver(InboxItem(message, "client", images)):
@@ -64,7 +66,7 @@ async def queen_context(request: web.Request) -> web.Response:
     session = await live_session(request)
     body = await read_body(request)
     message = required_str(body, "message")
-    revived = ensure_queen(session)
+    revived = await ensure_queen(session)
     if not session.queen.deliver(InboxItem(message, "event")):
         raise Unavailable("Queen not available")
     return web.json_response({"status": "queued_revived" if revived else "queued", "delivered": True})

@@ -29,10 +29,9 @@ async def queen_session(request: web.Request) -> web.Response:
     check_phase(phase)
     profile = require_profile(request.match_info["queen_id"])
     manager = state.sessions
-    live = [s for s in manager.live.values() if s.queen_id == profile.id and s.colony is None]
-    if live:
-        newest = max(live, key=lambda s: s.loaded_at)
-        return _answer(newest.id, profile.id, "live")
+    newest = manager.newest_live_without_colony(profile.id)
+    if newest is not None:
+        return _answer(newest, profile.id, "live")
     for item in manager.history():
         stored = manager.stored(item["session_id"])
         if stored is None or item["queen_id"] != profile.id or item["agent_path"]:
@@ -60,7 +59,7 @@ async def select_session(request: web.Request) -> web.Response:
     session_id = required_str(body, "session_id")
     profile = require_profile(request.match_info["queen_id"])
     manager = state.sessions
-    live = manager.loaded(session_id)
+    live = await manager.find_live(session_id)
     if live is not None:
         if live.queen_id != profile.id:
             raise NotFound(f"Session '{session_id}' not found for queen '{profile.id}'")

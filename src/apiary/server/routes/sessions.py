@@ -44,8 +44,7 @@ async def create_session(request: web.Request) -> web.Response:
 
 
 async def list_sessions(request: web.Request) -> web.Response:
-    sessions = app_state(request).sessions.live.values()
-    return web.json_response({"sessions": [s.to_json() for s in sessions]})
+    return web.json_response({"sessions": app_state(request).sessions.live_json()})
 
 
 async def history(request: web.Request) -> web.Response:
@@ -61,7 +60,7 @@ async def delete_history(request: web.Request) -> web.Response:
 async def get_session(request: web.Request) -> web.Response:
     manager = app_state(request).sessions
     session_id = request.match_info["session_id"]
-    session = manager.loaded(session_id)
+    session = await manager.find_live(session_id)   # a parked session comes back (SPEC C.6)
     if session is not None:
         return web.json_response(session_detail(session))
     stored = manager.stored(session_id)
@@ -103,7 +102,8 @@ async def graphs(request: web.Request) -> web.Response:
 CREATE_BODY = obj(**{name: STR for name in CREATE_FIELDS})
 SID = "/api/sessions/{session_id}"
 ROUTES = [
-    Route("POST", "/api/sessions", create_session, "Create a queen session, or open a colony", CREATE_BODY),
+    Route("POST", "/api/sessions", create_session, "Create a queen session, or open a colony", CREATE_BODY,
+          responses={201: "session created"}),
     Route("GET", "/api/sessions", list_sessions, "List live sessions"),
     Route("GET", "/api/sessions/history", history, "List stored queen sessions, most recently active first"),
     Route("DELETE", "/api/sessions/history/{session_id}", delete_history, "Delete a stored session"),
