@@ -95,9 +95,10 @@ async def test_get_live_then_cold_after_delete(api):
     resp = await api.get(f"/api/sessions/{sid}")
     cold = await resp.json()
     assert resp.status == 200
-    assert set(cold) == COLD_FIELDS
+    assert set(cold) == COLD_FIELDS | {"queen_id", "restorable"}
     assert cold == {**cold, "session_id": sid, "cold": True, "live": False, "has_messages": True,
-                    "colony_spawned": False, "spawned_colony_name": None}
+                    "colony_spawned": False, "spawned_colony_name": None, "queen_id": "queen_technology",
+                    "restorable": False}
     assert isinstance(cold["created_at"], float)
     assert (await (await api.get("/api/sessions")).json())["sessions"] == []
     # an ended session stays cold: routes that need it live answer 404

@@ -76,6 +76,7 @@ class Execution:
     cancel_reason: str | None = None
     claim: Claim | None = None
     started_at: float = 0.0
+    ended_at: float = 0.0
     result: dict[str, Any] | None = None
     emitter: Emitter | None = None
     _files: WorkerSessionFiles | None = field(default=None, repr=False)
@@ -237,7 +238,7 @@ class Execution:
                 self.claim = Claim(task_id, worker_id, str(held.get("claim_token") or ""),
                                    str((row or {}).get("goal") or ""))
                 return
-        worker_id = f"{self.id}:{self.request.run_id}"
+        worker_id = self.id   # the same id /workers shows, so tasks and workers can be matched
         wanted = self.input_data.get("task_id") or held.get("task_id")
         claimed = await queue.claim(worker_id, str(wanted)) if wanted else None
         if claimed is None and not wanted:

@@ -220,6 +220,7 @@ class ColonyRuntime:
                 await self.publish("goal_achieved", progress)
 
     async def execution_ended(self, execution: Execution) -> None:
+        execution.ended_at = self.clock.now()
         self.finished[execution.id] = execution
         if execution.status == "completed" and execution.loop is not None:
             self.outputs.update(execution.loop.ctx.state.outputs)

@@ -16,7 +16,7 @@ def worker_json(runtime: ColonyRuntime, execution_id: str) -> dict[str, Any] | N
     claim = execution.claim
     result = None
     if execution.result is not None:
-        duration = round(runtime.clock.now() - execution.started_at, 3)
+        duration = round((execution.ended_at or runtime.clock.now()) - execution.started_at, 3)
         loop_state = execution.loop.ctx.state if execution.loop else None
         tokens = loop_state.input_tokens + loop_state.output_tokens if loop_state else 0
         result = {"status": execution.result["status"], "summary": execution.result.get("summary", ""),

@@ -226,7 +226,9 @@ class SessionManager:
                 "has_messages": bool(summary.get("message_count")), "created_at": meta.get("created_at"),
                 "agent_name": meta.get("agent_name"), "agent_path": meta.get("agent_path"),
                 "colony_spawned": bool(meta.get("colony_spawned")),
-                "spawned_colony_name": meta.get("spawned_colony_name")}
+                "spawned_colony_name": meta.get("spawned_colony_name"),
+                # apiary additions: whose session it is, and whether the next request brings it back (A 1.8)
+                "queen_id": meta.get("queen_id", stored.queen_id), "restorable": not meta.get("ended_at")}
 
     def history(self) -> list[dict[str, Any]]:
         items = []
