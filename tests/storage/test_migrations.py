@@ -83,3 +83,21 @@ async def test_reopening_an_up_to_date_database_applies_nothing(tmp_path: Path):
     db = await Database.open(path)
     await db.close()
     assert [row[1] for row in _applied(path)] == [f"{name}_seen" for name, _ in SHIPPED]
+
+
+# The PostgreSQL backend's shipped migrations, pinned the same way.
+PG_SHIPPED = [
+    ("m001_events", "a0272f22fc0bd777"),
+    ("m002_conversations", "46c2dad3ce02ed3a"),
+    ("m003_recordings", "903b6a10782f78ff"),
+    ("m004_tasks", "a614d3fa1cad969d"),
+    ("m005_worker_sessions", "63b42cb7936ce7ef"),
+    ("m006_colonies_and_mailbox", "6ef2dd9b527a3279"),
+]
+
+
+def test_postgres_migrations_are_pinned():
+    from apiary.storage.postgres.database import migration_hash as pg_hash
+    from apiary.storage.postgres.migrations import MIGRATIONS as PG_MIGRATIONS
+
+    assert [(name, pg_hash(sql)) for name, sql in PG_MIGRATIONS] == PG_SHIPPED

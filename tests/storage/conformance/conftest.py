@@ -17,7 +17,8 @@ def backend(request: pytest.FixtureRequest) -> str:
 
 
 @pytest.fixture
-async def stores(backend: str, tmp_path: Path) -> AsyncIterator[Stores]:
-    opened = await open_backend(backend, tmp_path)
+async def stores(backend: str, tmp_path: Path, request: pytest.FixtureRequest) -> AsyncIterator[Stores]:
+    pg_url = request.getfixturevalue("pg_url") if backend == "postgres" else None   # a real server, fresh db
+    opened = await open_backend(backend, tmp_path, pg_url)
     yield opened
     await opened.aclose()

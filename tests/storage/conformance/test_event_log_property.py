@@ -9,7 +9,7 @@ from pathlib import Path
 
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from storage_backends import BACKENDS, open_backend
+from storage_backends import LOCAL_BACKENDS, open_backend
 
 from apiary.core.events import Event
 
@@ -61,6 +61,6 @@ async def _check(backend: str, ops: list[tuple[str, str, int]], concurrent: bool
 
 
 @settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(backend=st.sampled_from(BACKENDS), ops=st.lists(operation, max_size=25), concurrent=st.booleans())
+@given(backend=st.sampled_from(LOCAL_BACKENDS), ops=st.lists(operation, max_size=25), concurrent=st.booleans())
 def test_event_log_matches_a_list_model(backend: str, ops: list[tuple[str, str, int]], concurrent: bool):
     asyncio.run(_check(backend, ops, concurrent))
