@@ -5,7 +5,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh dev
 source scripts/lib.sh
-apt_install chromium
+apt_install chromium postgresql
 .venv/bin/ruff check src tests benchmarks
 status=0
 .venv/bin/python -m pytest -q -p no:cacheprovider "$@" || status=$?
