@@ -10,8 +10,9 @@ Targets (``run.py`` picks those whose goal was missed; all with ``--all``):
 - ``queue``: one process claiming 5,000 tasks with ``progress_db.claim``; plus what-ifs on copies of
   the schema (WAL pages written per claim, exact; and claims/s) to locate the cost.
 - ``cancel``: the server under pyinstrument while bench_cancel's loop runs 40 stops.
-- ``coldstart``: ``python -X importtime -c "import apiary.server.app; import apiary.cli.main"``, the
-  import cost per top-level package (what a cold start pays before it can listen).
+- ``coldstart``: ``python -X importtime -c "import apiary.server.app, apiary.cli.main"``, the import
+  cost per package, and the whole start under pyinstrument until it listens; both with apiary's
+  bytecode cached (as bench_coldstart's headline).
 
 For each profile: the functions with the most self time, and the apiary functions with the most
 inclusive time, each as a share of the profile's total; the full text tree goes to
@@ -109,7 +110,77 @@ def profile_harness() -> dict[str, Any]:
         profiler.start()
         asyncio.run(run_apiary("apiary-worker", 100, [], Path(tmp) / "home"))
         session = profiler.stop()
-    return summarize(session, "harness")
+    out = summarize(session, "harness")
+    out["sql_calls_per_turn"] = sql_calls_per_turn()
+    out["insert_us"] = asyncio.run(insert_cost())
+    return out
+
+
+async def insert_cost(n: int = 2000) -> dict[str, float]:
+    """µs per 300-byte INSERT into an events-like table (WAL, synchronous=NORMAL): through aiosqlite in
+    autocommit (what apiary does per statement), plain sqlite3 in autocommit, and sqlite3 inside one
+    transaction (what a group commit would pay per row)."""
+    import sqlite3
+
+    import aiosqlite
+
+    ddl = "CREATE TABLE e (s TEXT, id INTEGER, body TEXT, PRIMARY KEY (s, id)) WITHOUT ROWID"
+    body = "x" * 300
+    out: dict[str, list[float]] = {"aiosqlite_autocommit": [], "sqlite3_autocommit": [], "sqlite3_one_transaction": []}
+    with tempfile.TemporaryDirectory(prefix="apiary-prof-") as tmp:
+        a = await aiosqlite.connect(Path(tmp) / "a.db", isolation_level=None)
+        s = sqlite3.connect(Path(tmp) / "s.db", isolation_level=None)
+        for pragma in ("journal_mode=WAL", "synchronous=NORMAL"):
+            await a.execute(f"PRAGMA {pragma}")
+            s.execute(f"PRAGMA {pragma}")
+        await a.execute(ddl)
+        s.execute(ddl)
+        for r in range(3):
+            t0 = time.perf_counter()
+            for i in range(n):
+                await a.execute("INSERT INTO e VALUES (?, ?, ?)", ("s", r * n + i, body))
+            out["aiosqlite_autocommit"].append((time.perf_counter() - t0) / n * 1e6)
+            t0 = time.perf_counter()
+            for i in range(n):
+                s.execute("INSERT INTO e VALUES (?, ?, ?)", ("s", r * n + i, body))
+            out["sqlite3_autocommit"].append((time.perf_counter() - t0) / n * 1e6)
+            t0 = time.perf_counter()
+            s.execute("BEGIN")
+            for i in range(n):
+                s.execute("INSERT INTO e VALUES (?, ?, ?)", ("t", r * n + i, body))
+            s.execute("COMMIT")
+            out["sqlite3_one_transaction"].append((time.perf_counter() - t0) / n * 1e6)
+        await a.close()
+        s.close()
+    return {k: round(sorted(v)[1], 1) for k, v in out.items()}   # the median of 3
+
+
+def sql_calls_per_turn(turns: int = 50) -> dict[str, Any]:
+    """How many aiosqlite calls (each a round trip to its thread, each its own transaction) one worker turn makes."""
+    from collections import Counter
+
+    import aiosqlite.core as core
+    from bench_harness import run_apiary
+
+    counts: Counter[str] = Counter()
+    original = core.Connection._execute
+
+    async def counted(self: Any, fn: Any, *args: Any, **kwargs: Any) -> Any:
+        sql = args[0] if args and isinstance(args[0], str) else getattr(fn, "__name__", "call")
+        words = sql.split()
+        upper = [w.upper() for w in words]
+        cut = next((i + 2 for i, w in enumerate(upper) if w in ("INTO", "FROM", "UPDATE")), 3)
+        counts[" ".join(words[:cut]) if words else sql] += 1
+        return await original(self, fn, *args, **kwargs)
+
+    core.Connection._execute = counted  # type: ignore[method-assign]
+    try:
+        with tempfile.TemporaryDirectory(prefix="apiary-prof-") as tmp:
+            asyncio.run(run_apiary("apiary-worker", turns, [], Path(tmp) / "home"))
+    finally:
+        core.Connection._execute = original  # type: ignore[method-assign]
+    per_turn = {k: round(v / (turns + 1), 2) for k, v in counts.most_common() if v >= turns}
+    return {"total_per_turn": round(sum(v for v in counts.values()) / (turns + 1), 1), "by_statement": per_turn}
 
 
 def profile_loops() -> dict[str, Any]:
@@ -227,7 +298,7 @@ def profile_server() -> dict[str, Any]:
     return summarize(session, "server")
 
 
-async def _start_wrapped(home: Path, out: Path) -> Any:
+async def _start_wrapped(home: Path, out: Path, env: dict[str, str] | None = None) -> Any:
     from _common import Server
 
     home.mkdir(parents=True, exist_ok=True)
@@ -235,7 +306,7 @@ async def _start_wrapped(home: Path, out: Path) -> Any:
     proc = await asyncio.create_subprocess_exec(
         sys.executable, "-m", "pyinstrument", "-i", "0.001", "-r", "session", "-o", str(out), "-m", "apiary",
         "--log-level", "warning", "serve", "--port", "0", "--home", str(home),
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.DEVNULL, cwd=str(home), env=clean_env())
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.DEVNULL, cwd=str(home), env=env or clean_env())
     assert proc.stdout is not None
     line = (await asyncio.wait_for(proc.stdout.readline(), 60)).decode()
     found = re.search(r"listening on (http://\S+)", line)
@@ -282,30 +353,35 @@ def profile_cancel() -> dict[str, Any]:
 
 
 def profile_coldstart() -> dict[str, Any]:
-    out = subprocess.run([sys.executable, "-X", "importtime", "-c", "import apiary.server.app, apiary.cli.main"],
-                         capture_output=True, text=True, env=clean_env(), cwd=tempfile.gettempdir())
-    rows = []
-    for line in out.stderr.splitlines():
-        parts = line.split("|")
-        if len(parts) != 3 or not parts[1].strip().isdigit():
-            continue
-        name = parts[2].rstrip()
-        depth = (len(name) - len(name.lstrip())) // 2
-        rows.append((depth, name.strip(), int(parts[1].strip()) / 1e6))
-    total = sum(t for d, _, t in rows if d == 0)
-    top = sorted((r for r in rows if 1 <= r[0] <= 2), key=lambda r: -r[2])[:25]
-    (RESULTS / "profile-coldstart-imports.txt").write_text(out.stderr)
-    result: dict[str, Any] = {"total_import_s": round(total, 3),
-                              "imports_top": [{"module": n, "depth": d, "seconds": round(t, 4),
-                                               "share": round(t / total, 4)} for d, n, t in top]}
-    # And the whole start under pyinstrument, stopped (SIGTERM) as soon as it printed that it listens.
+    """With apiary's bytecode cached (as bench_coldstart's headline), so what is left is not compiling."""
+    from bench_coldstart import envs
     from pyinstrument.session import Session
 
-    with tempfile.TemporaryDirectory(prefix="apiary-prof-") as tmp:
-        session_file = Path(tmp) / "start.pyisession"
+    with tempfile.TemporaryDirectory(prefix="apiary-prof-") as tmp_name:
+        tmp = Path(tmp_name)
+        env = envs(tmp)["bytecode cached"]
+        cmd = [sys.executable, "-X", "importtime", "-c", "import apiary.server.app, apiary.cli.main"]
+        subprocess.run(cmd, capture_output=True, env=env, cwd=tmp_name)   # fills the bytecode cache
+        out = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=tmp_name)
+        rows = []
+        for line in out.stderr.splitlines():
+            parts = line.split("|")
+            if len(parts) != 3 or not parts[1].strip().isdigit():
+                continue
+            name = parts[2].rstrip()
+            depth = (len(name) - len(name.lstrip())) // 2
+            rows.append((depth, name.strip(), int(parts[1].strip()) / 1e6))
+        total = sum(t for d, _, t in rows if d == 0)
+        top = sorted((r for r in rows if 1 <= r[0] <= 2), key=lambda r: -r[2])[:25]
+        (RESULTS / "profile-coldstart-imports.txt").write_text(out.stderr)
+        result: dict[str, Any] = {"total_import_s": round(total, 3),
+                                  "imports_top": [{"module": n, "depth": d, "seconds": round(t, 4),
+                                                   "share": round(t / total, 4)} for d, n, t in top]}
+        # And the whole start under pyinstrument, stopped (SIGTERM) as soon as it printed that it listens.
+        session_file = tmp / "start.pyisession"
 
         async def go() -> None:
-            server = await _start_wrapped(Path(tmp) / "home", session_file)
+            server = await _start_wrapped(tmp / "home", session_file, env)
             await server.stop()
 
         asyncio.run(go())

@@ -151,7 +151,7 @@ OPERATIONS = sorted({(r.method, r.path) for r in ALL_ROUTES if not re.search(SSE
 
 
 @pytest.mark.parametrize(("method", "path"), OPERATIONS, ids=[f"{m} {p}" for m, p in OPERATIONS])
-def test_api(api_schema: Any, method: str, path: str) -> None:
+def test_api(api_schema: Any, live_server: Live, method: str, path: str) -> None:
     operation = api_schema[path][method.upper()]
     strategy = st.one_of(*(operation.as_strategy(mode, hooks=api_schema.hooks)
                            for mode in (GenerationMode.POSITIVE, GenerationMode.NEGATIVE)))
@@ -163,7 +163,13 @@ def test_api(api_schema: Any, method: str, path: str) -> None:
         response = case.call_and_validate(checks=CHECKS, timeout=20)
         STATS[response.status_code] = STATS.get(response.status_code, 0) + 1
 
-    run()
+    logged_before = len(live_server.proc.stderr())
+    try:
+        run()
+    except Exception as exc:
+        # the server's traceback of a 500 is in its log only (SPEC A 1.2): show it with the failure
+        log = live_server.proc.stderr()[logged_before:]
+        raise AssertionError(f"{exc}\n--- server log during this operation ---\n{log[-6000:]}") from exc
 
 
 # -- the SSE routes, read briefly ------------------------------------------------------------------

@@ -54,8 +54,10 @@ def _stores(home: Path) -> tuple[sqlite3.Connection, sqlite3.Connection]:
     """)
     msgs = [{"role": "user", "content": "x"},
             {"role": "assistant", "content": "", "tool_calls": [{"id": "c1"}, {"id": "c2"}]},
-            {"role": "tool", "tool_use_id": "c1", "content": "r1"}, {"role": "tool", "tool_use_id": "c2", "content": "r2"}]
-    main.executemany("INSERT INTO conv_messages VALUES ('queen:s', ?, ?)", [(i, json.dumps(m)) for i, m in enumerate(msgs)])
+            {"role": "tool", "tool_use_id": "c1", "content": "r1"},
+            {"role": "tool", "tool_use_id": "c2", "content": "r2"}]
+    main.executemany("INSERT INTO conv_messages VALUES ('queen:s', ?, ?)",
+                     [(i, json.dumps(m)) for i, m in enumerate(msgs)])
     progress.commit()
     main.commit()
     return progress, main

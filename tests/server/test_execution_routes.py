@@ -290,7 +290,12 @@ async def test_inject_answers_a_waiting_question(make_client, home):
     assert worker_asks[0]["data"]["questions"][0]["prompt"] == "Which colour?"
     resp = await client.post(f"/api/sessions/{sid}/inject", json={"node_id": "someone", "content": "x"})
     assert await resp.json() == {"delivered": False}
-    resp = await client.post(f"/api/sessions/{sid}/inject", json={"node_id": "worker", "content": "Blue please"})
+    question_id = worker_asks[0]["data"]["questions"][0]["id"]
+    resp = await client.post(f"/api/sessions/{sid}/inject",
+                             json={"node_id": "worker", "content": "x", "request_id": "not-" + question_id})
+    assert await resp.json() == {"delivered": False}
+    resp = await client.post(f"/api/sessions/{sid}/inject",
+                             json={"node_id": "worker", "content": "Blue please", "request_id": question_id})
     assert (resp.status, await resp.json()) == (200, {"delivered": True})
     done = await wait_events(client, sid, of_type("execution_completed", execution_id=sid))
     answered = [e for e in await history(client, sid) if e["type"] == "tool_call_completed"
@@ -662,3 +667,21 @@ async def test_a_stop_that_lands_while_the_execution_starts_still_ends_it(make_c
     assert [e["type"] for e in events] == ["execution_started", "execution_failed"]
     assert events[1]["data"] == {"error": "Execution stopped by user", "cancelled": True}
     assert read_state(home, "c1", "early")["status"] == "cancelled"
+
+
+async def test_pause_reaches_a_worker_waiting_for_guidance(make_client, home):
+    client = await fast_client(make_client)
+    sid = (await open_colony(client, write_colony(home, goal="demo:escalate which hive?")))["session_id"]
+    await trigger(client, sid)
+    await wait_events(client, sid, of_type("escalation_requested", execution_id=sid))
+    resp = await client.post(f"/api/sessions/{sid}/pause")
+    assert (await resp.json())["cancelled"] == [sid]
+    paused = await wait_events(client, sid, of_type(*FINAL, execution_id=sid))
+    assert paused[0]["type"] == "execution_paused"
+    completed = [e for e in await history(client, sid) if e["type"] == "tool_call_completed"
+                 and e["execution_id"] == sid]
+    assert [c["data"]["tool_name"] for c in completed] == ["escalate"]
+    assert completed[0]["id"] < paused[0]["id"]
+    assert read_state(home, "c1", sid)["status"] == "paused"
+    resp = await client.post(f"/api/sessions/{sid}/inject", json={"node_id": "worker", "content": "late"})
+    assert await resp.json() == {"delivered": False}

@@ -17,6 +17,7 @@ from colony_helpers import (
     open_colony,
     raw_events,
     read_state,
+    tasks_of,
     tool_worker,
     trigger,
     two_step_worker,
@@ -284,8 +285,6 @@ async def test_resume_keeps_the_stored_input_and_claimed_task(make_client, home)
     started = await wait_events(client, sid, of_type("execution_started"), after=paused[0]["id"])
     assert started[0]["data"] == {"input": {"topic": "bees"}}
     await wait_events(client, sid, of_type("execution_completed", execution_id=sid), after=paused[0]["id"])
-    from colony_helpers import tasks_of
-
     statuses = {t["goal"]: t["status"] for t in tasks_of(colony)}
     assert statuses == {"alpha": "done", "beta": "pending"}
 
@@ -425,3 +424,26 @@ async def test_replay_does_not_touch_the_queen(make_client, home, mode):
     assert resp.status == 200
     await wait_events(client, sid, of_type(*FINAL, execution_id=sid), after=before)
     assert [e for e in await history(client, sid, after=before) if e["type"] == "queen_phase_changed"] == []
+
+
+async def test_replay_recorded_leaves_the_task_queue_alone(make_client, home):
+    llm = ControlledLLM(two_step_worker(), hold=lambda n, _r: n == 1)
+    client, sid, stopped = await _stopped_run(make_client, home, llm, tasks=[{"goal": "alpha"}])
+    colony = home / "colonies" / "c1"
+    assert tasks_of(colony)[0]["status"] == "in_progress"
+    listed = (await checkpoints(client, sid, sid))["checkpoints"]
+    resp = await client.post(f"/api/sessions/{sid}/replay", json={"session_id": sid, "checkpoint_id":
+                                                                  listed[0]["checkpoint_id"], "mode": "recorded"})
+    assert resp.status == 200
+    failed = await wait_events(client, sid, of_type(*FINAL, execution_id=sid), after=stopped["id"])
+    assert failed[0]["data"]["error"] == "no recorded response for step 2"
+    await wait_until(lambda: not active_ids(client, sid), what="the replay to end")
+    assert tasks_of(colony)[0]["status"] == "in_progress"
+    # The paused work can still be resumed and finishes its task.
+    llm.release.set()
+    resp = await client.post(f"/api/sessions/{sid}/resume", json={"session_id": sid,
+                                                                  "checkpoint_id": listed[1]["checkpoint_id"]})
+    assert resp.status == 200
+    done = await wait_events(client, sid, of_type(*FINAL, execution_id=sid), after=failed[0]["id"])
+    assert done[0]["type"] == "execution_completed"
+    assert tasks_of(colony)[0]["status"] == "done"

@@ -56,9 +56,9 @@ class Streamer:
             return
         self.text += content
         ctx = self.ctx
-        data: dict[str, Any] = {"content": content, "snapshot": self.text, "inner_turn": self.inner_turn}
-        if ctx.role == "queen":
-            data["iteration"] = ctx.state.iteration
+        # ``iteration`` on worker deltas too (an addition): history collapses per iteration, not across runs.
+        data: dict[str, Any] = {"content": content, "snapshot": self.text, "inner_turn": self.inner_turn,
+                                "iteration": ctx.state.iteration}
         await ctx.emitter.emit("client_output_delta" if ctx.role == "queen" else "llm_text_delta", data)
         now = ctx.clock.monotonic()
         if now - self._saved_at >= _PARTIAL_EVERY_S:

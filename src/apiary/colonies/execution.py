@@ -227,7 +227,9 @@ class Execution:
         return f"{ctx.stamp()} " + ("\n".join(lines) or "Start the task.")
 
     async def _ensure_claim(self, checkpoint: dict[str, Any] | None) -> None:
-        if self.claim is not None:
+        if self.claim is not None or self.request.replay == "recorded":
+            # A recorded replay only re-plays what is stored: it must not claim, finish or fail a
+            # task of the queue (its "no recorded response" end would fail the real task).
             return
         queue = self.runtime.queue
         held = (checkpoint or {}).get("task") or {}

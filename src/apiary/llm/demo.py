@@ -59,8 +59,8 @@ def parse_directives(text: str) -> Directives:
             found.fail = rest or "demo failure"
         elif kind == "delay":
             try:
-                found.delay_s = max(0.0, min(float(rest) / 1000.0, 10.0))
-            except ValueError:
+                found.delay_s = max(0.0, min(float(rest.split()[0]) / 1000.0, 10.0))
+            except (ValueError, IndexError):
                 pass
     return found
 

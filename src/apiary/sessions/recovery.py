@@ -24,7 +24,25 @@ def fail_stale_compactions(deps: SessionDeps) -> int:
     return count
 
 
+def ensure_colony_queues(deps: SessionDeps) -> int:
+    """SPEC B 7: ensure every colony's progress.db (schema, stale reclaim, patched worker specs) at startup."""
+    from apiary.colonies.spec import find_worker_spec
+    from apiary.storage.sqlite.progress_db import ensure_progress_db
+
+    count = 0
+    root = deps.layout.colonies
+    for colony in sorted(root.iterdir()) if root.is_dir() else []:
+        if colony.is_dir() and find_worker_spec(colony) is not None:
+            try:
+                ensure_progress_db(colony, stale_claim_s=deps.settings.colonies.stale_claim_s)
+                count += 1
+            except Exception:
+                logger.exception("could not prepare the task queue of colony %s", colony.name)
+    return count
+
+
 async def recover_at_startup(deps: SessionDeps) -> None:
+    await asyncio.to_thread(ensure_colony_queues, deps)
     failed = await asyncio.to_thread(fail_stale_compactions, deps)
     if failed:
         logger.info("marked %d interrupted compactions as failed", failed)

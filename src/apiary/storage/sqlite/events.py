@@ -32,6 +32,10 @@ class SqliteEventLog(EventLog):
         return (await self.append_many(session_id, [event]))[0]
 
     async def append_many(self, session_id: str, events: list[Event]) -> list[StoredEvent]:
+        # Shielded: a caller cancelled mid-append must not leave a written row behind an unadvanced counter.
+        return await asyncio.shield(self._append_locked(session_id, events))
+
+    async def _append_locked(self, session_id: str, events: list[Event]) -> list[StoredEvent]:
         async with self._lock:
             last = await self._last_locked(session_id)
             stored = [StoredEvent.of(last + i, e) for i, e in enumerate(events, start=1)]
