@@ -64,7 +64,7 @@ async def test_trigger_routes(api, home):
     assert missing.status == 404
     assert (await missing.json())["error"] == "Trigger 'nope' not found"
     detail = await (await api.get(f"/api/sessions/{sid}")).json()
-    entry = [e for e in detail["entry_points"] if e["id"] == "nightly"][0]
+    entry = next(e for e in detail["entry_points"] if e["id"] == "nightly")
     assert entry["task"] == "new task"
     assert entry["next_fire_at"] is not None
 

@@ -74,7 +74,8 @@ class Streamer:
 def build_request(ctx: RunContext, max_tokens: int | None = None) -> ModelRequest:
     hooks = ctx.hooks
     return ModelRequest(messages=list(ctx.state.messages), system=hooks.system_prompt(),
-                        tools=hooks.tools().specs() + builtin_specs(ctx), max_tokens=max_tokens or ctx.config.max_tokens)
+                        tools=hooks.tools().specs() + builtin_specs(ctx),
+                        max_tokens=max_tokens or ctx.config.max_tokens)
 
 
 def builtin_specs(ctx: RunContext) -> list[Any]:

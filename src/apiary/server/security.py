@@ -66,7 +66,7 @@ def _same_origin(request: web.Request) -> bool:
     if request.headers.get("Sec-Fetch-Site") == "cross-site":
         return False
     origin = request.headers.get("Origin")
-    if origin is None or origin == "null" and request.method in ("GET", "HEAD"):
+    if origin is None or (origin == "null" and request.method in ("GET", "HEAD")):
         return True
     parts = urlsplit(origin)
     return bool(parts.netloc) and parts.netloc.lower() == request.host.lower()

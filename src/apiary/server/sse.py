@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from aiohttp import web
@@ -136,3 +136,28 @@ def parse_resume(request: web.Request) -> int | None:
 
         raise InvalidRequest("Last-Event-ID must be a non-negative integer")
     return int(text)
+
+
+async def poll_stream(request: web.Request, *, snapshot: Callable[[], Awaitable[str]], closed: Callable[[], bool],
+                      period_s: float, keepalive_s: float, event: str | None = None) -> web.StreamResponse:
+    """An SSE stream of snapshots: one at connect, then one whenever the text changes (checked every
+    ``period_s``), keepalives in between; it ends on disconnect or when ``closed()`` turns true."""
+    response = web.StreamResponse(headers=SSE_HEADERS)
+    await response.prepare(request)
+    prefix = f"event: {event}\n" if event else ""
+    last: str | None = None
+    quiet = 0.0
+    try:
+        while not closed():
+            text = await snapshot()
+            if text != last:
+                await response.write(f"{prefix}data: {text}\n\n".encode())
+                last, quiet = text, 0.0
+            elif quiet >= keepalive_s:
+                await response.write(KEEPALIVE)
+                quiet = 0.0
+            await asyncio.sleep(period_s)
+            quiet += period_s
+    except (ConnectionResetError, asyncio.CancelledError):
+        pass
+    return response

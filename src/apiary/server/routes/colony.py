@@ -14,7 +14,7 @@ from apiary.core.errors import InvalidRequest, NoColonyLoaded, NotFound
 from apiary.core.safety import require_safe_segment
 from apiary.server.body import optional, read_body, required_str
 from apiary.server.routing import STR, Route, obj
-from apiary.server.sse import KEEPALIVE, SSE_HEADERS
+from apiary.server.sse import poll_stream
 from apiary.server.state import AppState, app_state, live_session
 from apiary.sessions.colony_loading import detach_colony, open_colony
 from apiary.sessions.manager import check_phase, require_profile
@@ -115,24 +115,12 @@ async def stop_all(request: web.Request) -> web.Response:
 async def workers_stream(request: web.Request) -> web.StreamResponse:
     state = app_state(request)
     session = await live_session(request)
-    response = web.StreamResponse(headers=SSE_HEADERS)
-    await response.prepare(request)
-    last: str | None = None
-    quiet = 0.0
-    try:
-        while not state.bus.closed:
-            snapshot = json.dumps(workers_json(session.colony))
-            if snapshot != last:
-                await response.write(f"event: snapshot\ndata: {snapshot}\n\n".encode())
-                last, quiet = snapshot, 0.0
-            elif quiet >= state.settings.server.keepalive_s:
-                await response.write(KEEPALIVE)
-                quiet = 0.0
-            await asyncio.sleep(0.5)
-            quiet += 0.5
-    except (ConnectionResetError, asyncio.CancelledError):
-        pass
-    return response
+
+    async def snapshot() -> str:
+        return json.dumps(workers_json(session.colony))
+
+    return await poll_stream(request, snapshot=snapshot, closed=lambda: state.bus.closed, period_s=0.5,
+                             keepalive_s=state.settings.server.keepalive_s, event="snapshot")
 
 
 SID = "/api/sessions/{session_id}"

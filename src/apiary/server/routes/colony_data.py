@@ -3,30 +3,16 @@
 from __future__ import annotations
 
 import asyncio
-from pathlib import Path
 
 from aiohttp import web
 
-from apiary.core.errors import InvalidRequest, NotFound
-from apiary.core.safety import COLONY_NAME, require_safe_segment
+from apiary.core.errors import InvalidRequest
+from apiary.server.routes.progress import colony_db
 from apiary.server.routing import Route
-from apiary.server.state import app_state
 from apiary.storage.sqlite import data_browser
 
 DEFAULT_LIMIT = 100
 MAX_LIMIT = 1000
-
-
-def colony_db(request: web.Request) -> Path:
-    """The ``progress.db`` of the colony named in the path: 400 for a bad name, 404 when there is none."""
-    name = require_safe_segment(request.match_info["colony_name"])
-    if not COLONY_NAME.match(name):
-        raise InvalidRequest("Invalid path parameter")
-    colony_dir = app_state(request).deps.layout.colony_dir(name)
-    db = colony_dir / "data" / "progress.db"
-    if not colony_dir.is_dir() or not db.is_file():
-        raise NotFound(f"Colony '{name}' not found")
-    return db
 
 
 def _int_query(request: web.Request, name: str, default: int, *, minimum: int) -> int:

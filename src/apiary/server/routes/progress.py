@@ -14,7 +14,7 @@ from apiary.colonies.views import checkpoints_json, worker_sessions_json
 from apiary.core.errors import InvalidRequest, NoColonyLoaded, NotFound
 from apiary.core.safety import COLONY_NAME, require_safe_segment
 from apiary.server.routing import Route
-from apiary.server.sse import KEEPALIVE, SSE_HEADERS
+from apiary.server.sse import poll_stream
 from apiary.server.state import app_state, live_session
 from apiary.storage.sqlite import progress_db
 
@@ -67,28 +67,17 @@ async def stream(request: web.Request) -> web.StreamResponse:
     state = app_state(request)
     db = colony_db(request)
     limit = _limit(request)
-    response = web.StreamResponse(headers=SSE_HEADERS)
-    await response.prepare(request)
-    seen: tuple[float, ...] | None = None
-    last_text = ""
-    quiet = 0.0
-    try:
-        while not state.bus.closed:
-            version = _version(db)
-            if version != seen:
-                seen = version
-                text = json.dumps(await asyncio.to_thread(read_snapshot, db, limit))
-                if text != last_text:
-                    await response.write(f"data: {text}\n\n".encode())
-                    last_text, quiet = text, 0.0
-            if quiet >= state.settings.server.keepalive_s:
-                await response.write(KEEPALIVE)
-                quiet = 0.0
-            await asyncio.sleep(1.0)
-            quiet += 1.0
-    except (ConnectionResetError, asyncio.CancelledError):
-        pass
-    return response
+    seen: list[Any] = [None, ""]
+
+    async def snapshot() -> str:
+        version = _version(db)
+        if version != seen[0]:   # read the database only when its files changed
+            seen[0] = version
+            seen[1] = json.dumps(await asyncio.to_thread(read_snapshot, db, limit))
+        return str(seen[1])
+
+    return await poll_stream(request, snapshot=snapshot, closed=lambda: state.bus.closed, period_s=1.0,
+                             keepalive_s=state.settings.server.keepalive_s)
 
 
 async def worker_sessions(request: web.Request) -> web.Response:
