@@ -9,7 +9,7 @@ from typing import Any
 
 from apiary.agent.compaction import facts_block, render, summarise
 from apiary.agent.context import RunContext
-from apiary.agent.context_budget import estimate_tokens, needs_compaction, prune_old_results, safe_cut
+from apiary.agent.context_budget import needs_compaction, prune_old_results, safe_cut
 from apiary.core.messages import JsonObject
 
 logger = logging.getLogger(__name__)
@@ -17,7 +17,7 @@ BREAKER_LIMIT = 3
 
 
 def usage(ctx: RunContext) -> int:
-    return estimate_tokens(ctx.state.messages, ctx.hooks.system_prompt())
+    return ctx.state.estimated_tokens(ctx.hooks.system_prompt())
 
 
 def current_task(messages: list[JsonObject]) -> str:
@@ -43,6 +43,7 @@ async def _replace_head(ctx: RunContext, keep: int, summary_text: str) -> None:
     head: JsonObject = {"seq": removed[0]["seq"], "role": "user", "content": restated(ctx, summary_text, removed),
                         "run_id": ctx.run_id, "is_transition_marker": True}
     ctx.state.messages = [head, *kept]
+    ctx.state.size_cache.clear()
     await ctx.conversations.replace(ctx.owner, ctx.state.messages, ctx.state.cursor(ctx.node_id))
 
 
@@ -56,6 +57,7 @@ async def compact_if_needed(ctx: RunContext) -> dict[str, Any] | None:
     pruned = prune_old_results(ctx.state.messages, protect_tokens=max(2000, budget // 12))
     if pruned.pruned:
         ctx.state.messages = pruned.messages
+        ctx.state.size_cache.clear()
         await ctx.conversations.replace(ctx.owner, ctx.state.messages, ctx.state.cursor(ctx.node_id))
     if needs_compaction(usage(ctx), budget):
         level = "llm"

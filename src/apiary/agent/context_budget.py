@@ -11,11 +11,27 @@ IMAGE_TOKENS = 2000
 PRUNED = "[Old tool result pruned to save context: {n} characters. Call the tool again if you need it.]"
 
 
-def estimate_tokens(messages: list[JsonObject], system: str = "") -> int:
-    """Characters / 4, plus 2000 per image; no tokenizer download."""
-    chars = len(system) + sum(len(str(m.get("content", ""))) + len(str(m.get("tool_calls") or "")) for m in messages)
-    images = sum(len(m.get("image_content") or []) for m in messages)
-    return chars // 4 + images * IMAGE_TOKENS
+def message_weight(message: JsonObject) -> int:
+    """A message's size in characters, images counted as 4 x 2000 characters."""
+    return (len(str(message.get("content", ""))) + len(str(message.get("tool_calls") or ""))
+            + 4 * IMAGE_TOKENS * len(message.get("image_content") or []))
+
+
+def estimate_tokens(messages: list[JsonObject], system: str = "", weights: dict[int, tuple[int, int]] | None = None
+                    ) -> int:
+    """Characters / 4, plus 2000 per image; no tokenizer download. ``weights`` caches each message's
+    size by ``seq`` (checked against the object's identity, so a replaced message is measured again)."""
+    total = len(system)
+    for message in messages:
+        if weights is None:
+            total += message_weight(message)
+            continue
+        cached = weights.get(message["seq"])
+        if cached is None or cached[0] != id(message):
+            cached = (id(message), message_weight(message))
+            weights[message["seq"]] = cached
+        total += cached[1]
+    return total // 4
 
 
 def compaction_threshold(max_context_tokens: int) -> int:

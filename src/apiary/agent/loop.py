@@ -19,7 +19,6 @@ from apiary.agent import detectors
 from apiary.agent.builtins import BUILTIN_NAMES, escalate
 from apiary.agent.compactor import compact_if_needed
 from apiary.agent.context import InboxItem, RunContext
-from apiary.agent.context_budget import estimate_tokens
 from apiary.agent.model_call import call_model
 from apiary.agent.restore import restore
 from apiary.agent.tool_calls import run_tool_calls
@@ -266,7 +265,7 @@ class AgentLoop:
 
     async def _usage_event(self, trigger: str) -> None:
         ctx = self.ctx
-        estimated = ctx.state.last_input_tokens or estimate_tokens(ctx.state.messages, ctx.hooks.system_prompt())
+        estimated = ctx.state.last_input_tokens or ctx.state.estimated_tokens(ctx.hooks.system_prompt())
         budget = ctx.config.max_context_tokens
         ratio = estimated / budget if budget else 0.0
         await ctx.emitter.emit("context_usage_updated", {

@@ -13,7 +13,6 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from apiary.agent.context import RunContext
-from apiary.agent.context_budget import estimate_tokens
 from apiary.core.errors import ProviderError, ProviderRateLimited, RunError
 from apiary.core.messages import JsonObject, ToolCall
 from apiary.llm.base import Finish, ModelRequest, TextDelta, ToolCallDelta
@@ -50,6 +49,7 @@ class Streamer:
         self.ctx, self.seq, self.inner_turn = ctx, seq, inner_turn
         self.text = ""
         self._saved_at = 0.0
+        self.saved = False
 
     async def delta(self, content: str) -> None:
         if not content:
@@ -69,6 +69,7 @@ class Streamer:
         if self.text:
             partial = {"seq": self.seq, "role": "assistant", "content": self.text, "run_id": self.ctx.run_id}
             await self.ctx.conversations.put_partial(self.ctx.owner, self.seq, partial)
+            self.saved = True
 
 
 def build_request(ctx: RunContext, max_tokens: int | None = None) -> ModelRequest:
@@ -122,7 +123,7 @@ async def _stream_with_retries(ctx: RunContext, streamer: Streamer, max_tokens: 
 async def _metered(ctx: RunContext, streamer: Streamer) -> ModelResult:
     """A live model call inside every budget: reserve first, then charge what it really used."""
     max_tokens = ctx.config.max_tokens
-    estimate = estimate_tokens(ctx.state.messages, ctx.hooks.system_prompt())
+    estimate = ctx.state.estimated_tokens(ctx.hooks.system_prompt())
     left = [b.tokens_left() for b in ctx.budgets]
     room = min((n for n in left if n is not None), default=None)
     if room is not None:
@@ -173,7 +174,7 @@ async def call_model(ctx: RunContext, inner_turn: int) -> ModelResult:
     await ctx.record(key, result.to_record())
     extra: JsonObject = {"tool_calls": [c.to_wire() for c in result.tool_calls]}
     await ctx.add_message("assistant", result.text, **extra)
-    if streamer.text:
+    if streamer.saved:
         await ctx.conversations.put_partial(ctx.owner, seq, None)
     return result
 
@@ -182,4 +183,5 @@ async def _keep_truncated(ctx: RunContext, streamer: Streamer) -> None:
     """A cancelled stream keeps its text as a ``truncated`` assistant message."""
     if streamer.text:
         await ctx.add_message("assistant", streamer.text, truncated=True)
-        await ctx.conversations.put_partial(ctx.owner, streamer.seq, None)
+        if streamer.saved:
+            await ctx.conversations.put_partial(ctx.owner, streamer.seq, None)

@@ -69,6 +69,12 @@ class RunState:
     output_tokens: int = 0
     last_input_tokens: int = 0
     compaction_failures: int = 0
+    size_cache: dict[int, tuple[int, int]] = field(default_factory=dict, repr=False)
+
+    def estimated_tokens(self, system: str = "") -> int:
+        from apiary.agent.context_budget import estimate_tokens
+
+        return estimate_tokens(self.messages, system, self.size_cache)
     accepted: bool = False   # the iteration just judged ended the run; a resume from it has nothing to do
 
     def take_seq(self) -> int:

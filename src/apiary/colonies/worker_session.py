@@ -35,6 +35,7 @@ class WorkerSessionFiles:
         self.checkpoints_dir = path / "checkpoints"
         self._counter: int | None = None
         self._since_index = 0
+        self._index: dict[str, dict[str, Any]] | None = None
 
     @property
     def id(self) -> str:
@@ -77,8 +78,19 @@ class WorkerSessionFiles:
         when = datetime.fromtimestamp(now, UTC).strftime("%Y%m%d_%H%M%S")
         return f"cp_{kind}_{node}_{when}_{self._next_number()}"
 
+    def _entries(self) -> dict[str, dict[str, Any]]:
+        """The index kept in memory: from ``index.json`` when it is readable, else from the files."""
+        if self._index is None:
+            saved = read_json(self.checkpoints_dir / "index.json")
+            listed = saved.get("checkpoints") if isinstance(saved, dict) else None
+            if not isinstance(listed, list) or any(not isinstance(c, dict) for c in listed):
+                listed = [{k: c.get(k) for k in LISTED} for c in self.list_checkpoints()]
+            self._index = {str(c.get("checkpoint_id")): c for c in listed}
+        return self._index
+
     def write_checkpoint(self, checkpoint: dict[str, Any], *, force_index: bool = False) -> None:
         write_json(self.checkpoints_dir / f"{checkpoint['checkpoint_id']}.json", checkpoint, durable=False)
+        self._entries()[checkpoint["checkpoint_id"]] = {k: checkpoint.get(k) for k in LISTED}
         self._since_index += 1
         if force_index or self._since_index >= INDEX_EVERY:
             self.write_index()
@@ -107,10 +119,10 @@ class WorkerSessionFiles:
         return listed[-1] if listed else None
 
     def write_index(self) -> None:
-        listed = self.list_checkpoints()
+        listed = sorted(self._entries().values(), key=lambda c: _number(str(c.get("checkpoint_id"))))
         write_json(self.checkpoints_dir / "index.json", {
             "session_id": self.id,
-            "checkpoints": [{k: c.get(k) for k in LISTED} for c in listed],
+            "checkpoints": listed,
             "latest_checkpoint_id": listed[-1]["checkpoint_id"] if listed else None,
         }, durable=False)
         self._since_index = 0

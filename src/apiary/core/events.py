@@ -7,9 +7,10 @@ a ``StoredEvent``. The wire form always carries every envelope field (null when 
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from typing import Any, Final
+
+from apiary.core.jsonfile import dumps
 
 # Events a client must never miss (SPEC B 5).
 CRITICAL_TYPES: Final = frozenset(
@@ -134,7 +135,7 @@ class StoredEvent:
 
     @staticmethod
     def of(event_id: int, event: Event) -> StoredEvent:
-        return StoredEvent(event_id, event, json.dumps(event.to_wire(event_id), ensure_ascii=False))
+        return StoredEvent(event_id, event, dumps(event.to_wire(event_id)))
 
     @property
     def type(self) -> str:

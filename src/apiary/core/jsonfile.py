@@ -9,9 +9,20 @@ from pathlib import Path
 from typing import Any
 
 
+def dumps(value: Any, *, indent: int | None = None) -> str:
+    """JSON text that is valid UTF-8: non-ASCII kept, but lone surrogates (undecodable file names,
+    ``"\\ud800"`` sent by a client) escaped, so no store refuses the text."""
+    text = json.dumps(value, ensure_ascii=False, indent=indent)
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return json.dumps(value, ensure_ascii=True, indent=indent)
+    return text
+
+
 def write_json(path: Path, value: Any, *, indent: int | None = 2, durable: bool = True) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    data = json.dumps(value, ensure_ascii=False, indent=indent).encode()
+    data = dumps(value, indent=indent).encode()
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
     try:
         with os.fdopen(fd, "wb") as fh:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from apiary.core.jsonfile import dumps
 from apiary.core.messages import JsonObject
 from apiary.storage.base import Conversation, ConversationStore, RecordingStore
 from apiary.storage.postgres.database import PgDatabase
@@ -14,7 +15,7 @@ _PUT_CURSOR = ("INSERT INTO apiary_conv_state (owner, cursor) VALUES (%s, %s) ON
 
 
 def _dump(value: Any) -> str:
-    return json.dumps(value, ensure_ascii=False)
+    return dumps(value)
 
 
 class PgConversationStore(ConversationStore):

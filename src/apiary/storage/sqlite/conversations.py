@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from apiary.core.jsonfile import dumps
 from apiary.core.messages import JsonObject
 from apiary.storage.base import Conversation, ConversationStore, RecordingStore
 from apiary.storage.sqlite.database import Database
@@ -15,7 +16,7 @@ _PUT_CURSOR = (
 
 
 def _dump(value: Any) -> str:
-    return json.dumps(value, ensure_ascii=False)
+    return dumps(value)
 
 
 class SqliteConversationStore(ConversationStore):
