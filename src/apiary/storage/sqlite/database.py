@@ -78,6 +78,20 @@ class Database:
         async with self._lock:
             await self.conn.execute(sql, tuple(params))
 
+    async def insert_many(self, sql: str, rows: list[tuple[Any, ...]]) -> None:
+        """Many rows of one statement as one atomic write (one thread hop for the rows)."""
+        async with self._lock:
+            if len(rows) == 1:
+                await self.conn.execute(sql, rows[0])
+                return
+            await self.conn.execute("BEGIN IMMEDIATE")
+            try:
+                await self.conn.executemany(sql, rows)
+                await self.conn.execute("COMMIT")
+            except BaseException:
+                await asyncio.shield(self.conn.execute("ROLLBACK"))
+                raise
+
     async def read_many(self, queries: list[tuple[str, tuple[Any, ...]]]) -> list[list[Any]]:
         """Several reads from one consistent snapshot."""
         async with self._lock:

@@ -1,5 +1,12 @@
-"""The event log in apiary.db. Ids come from a per-session counter kept in memory after the
-first read, assigned and written under one lock, so appends from many tasks stay gap-free."""
+"""The event log in apiary.db, with group commit.
+
+Appends queue up while a write is in flight, and the next write takes them all in one transaction
+(one ``executemany``), so many publishers share one commit instead of waiting for one each. Ids
+come from a per-session counter kept in memory after the first read and are assigned in queue
+order inside the writer, so they stay gap-free; the counter only advances once the rows are
+committed. The writer runs in a task of its own: a publisher cancelled while waiting cannot
+leave a written row behind an unadvanced counter.
+"""
 
 from __future__ import annotations
 
@@ -9,6 +16,8 @@ import json
 from apiary.core.events import Event, StoredEvent
 from apiary.storage.base import EventLog
 from apiary.storage.sqlite.database import Database
+
+_INSERT = "INSERT INTO events (session_id, id, type, body) VALUES (?, ?, ?, ?)"
 
 
 def _row_to_event(row: tuple[int, str]) -> StoredEvent:
@@ -21,6 +30,8 @@ class SqliteEventLog(EventLog):
         self._db = db
         self._lock = asyncio.Lock()
         self._last: dict[str, int] = {}
+        self._queue: list[tuple[str, list[Event], asyncio.Future[list[StoredEvent]]]] = []
+        self._writer: asyncio.Task[None] | None = None
 
     async def _last_locked(self, session_id: str) -> int:
         if session_id not in self._last:
@@ -32,22 +43,40 @@ class SqliteEventLog(EventLog):
         return (await self.append_many(session_id, [event]))[0]
 
     async def append_many(self, session_id: str, events: list[Event]) -> list[StoredEvent]:
-        # Shielded: a caller cancelled mid-append must not leave a written row behind an unadvanced counter.
-        return await asyncio.shield(self._append_locked(session_id, events))
+        future: asyncio.Future[list[StoredEvent]] = asyncio.get_running_loop().create_future()
+        self._queue.append((session_id, events, future))
+        if self._writer is None or self._writer.done():
+            self._writer = asyncio.create_task(self._write_queued(), name="event-log-writer")
+        return await asyncio.shield(future)
 
-    async def _append_locked(self, session_id: str, events: list[Event]) -> list[StoredEvent]:
-        async with self._lock:
-            last = await self._last_locked(session_id)
-            stored = [StoredEvent.of(last + i, e) for i, e in enumerate(events, start=1)]
-            rows = [(session_id, s.id, s.type, s.json_text) for s in stored]
-            if len(rows) == 1:
-                await self._db.execute("INSERT INTO events (session_id, id, type, body) VALUES (?, ?, ?, ?)", rows[0])
-            else:
-                await self._db.transaction(
-                    [("INSERT INTO events (session_id, id, type, body) VALUES (?, ?, ?, ?)", r) for r in rows]
-                )
-            self._last[session_id] = last + len(stored)
-            return stored
+    async def _write_queued(self) -> None:
+        while self._queue:
+            batch, self._queue = self._queue, []
+            async with self._lock:
+                await self._write_batch(batch)
+
+    async def _write_batch(self, batch: list[tuple[str, list[Event], asyncio.Future[list[StoredEvent]]]]) -> None:
+        next_id: dict[str, int] = {}
+        results: list[list[StoredEvent]] = []
+        try:
+            for session_id, events, _ in batch:
+                first = next_id.get(session_id, await self._last_locked(session_id)) + 1
+                results.append([StoredEvent.of(first + i, e) for i, e in enumerate(events)])
+                next_id[session_id] = first + len(events) - 1
+            rows = [(sid, s.id, s.type, s.json_text) for (sid, _, _), stored in zip(batch, results, strict=True)
+                    for s in stored]
+            await self._db.insert_many(_INSERT, rows)
+        except BaseException as exc:
+            for _, _, future in batch:
+                if not future.done():
+                    future.set_exception(exc if isinstance(exc, Exception) else RuntimeError("event log closed"))
+            if not isinstance(exc, Exception):
+                raise
+            return
+        self._last.update(next_id)
+        for (_, _, future), stored in zip(batch, results, strict=True):
+            if not future.done():
+                future.set_result(stored)
 
     async def read(self, session_id: str, *, after: int = 0, limit: int | None = None) -> list[StoredEvent]:
         rows = await self._db.fetchall(
