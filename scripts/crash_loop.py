@@ -29,7 +29,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=int(os.environ.get("APIARY_CRASH_ROUNDS", "100")))
     parser.add_argument("--seed", type=int, default=int(os.environ.get("APIARY_CRASH_SEED", "20260501")))
-    parser.add_argument("--tasks", type=int, default=12)
+    parser.add_argument("--tasks", type=int, default=None, help="default: max(12, rounds / 2)")
     parser.add_argument("--drain-timeout", type=float, default=120.0)
     parser.add_argument("--keep", action="store_true", help="keep the home and the server logs")
     parser.add_argument("--base", type=Path, default=None, help="folder for the home and logs (default: a temp dir)")
@@ -42,8 +42,9 @@ def main() -> int:
         print(f"[{time.monotonic() - began:7.1f}s] {message}", flush=True)
 
     try:
-        report = CrashLoop(base, rounds=args.rounds, seed=args.seed, tasks=args.tasks, log=log).run(
-            drain_timeout=args.drain_timeout)
+        tasks = args.tasks or max(12, args.rounds // 2)
+        loop = CrashLoop(base, rounds=args.rounds, seed=args.seed, tasks=tasks, log=log)
+        report = loop.run(drain_timeout=args.drain_timeout)
     finally:
         if not args.keep:
             shutil.rmtree(base, ignore_errors=True)

@@ -46,6 +46,7 @@ class Report:
     rounds: int
     kills: int = 0
     kills_during_recovery: int = 0
+    kills_while_a_worker_ran: int = 0
     restarts: int = 0
     triggers: int = 0
     chats: int = 0
@@ -159,8 +160,11 @@ class CrashLoop:
                 self.trigger()
                 if self.rng.random() < 0.4:
                     self.chat()
-                time.sleep(self.rng.uniform(0.05, 0.8))
-            time.sleep(self.rng.uniform(0.0, 1.2))
+                time.sleep(self.rng.uniform(0.05, 0.6))
+            time.sleep(self.rng.uniform(0.0, 0.6))
+        stats = self.call("GET", f"/api/sessions/{self.colony_session}/stats")
+        if stats is not None and stats.status_code == 200 and stats.json().get("active_executions"):
+            self.report.kills_while_a_worker_ran += 1
         self.log(f"round {n}: kill after {self.report.triggers} triggers")
         self.kill()
         self.start()

@@ -336,9 +336,9 @@ def test_a_file_name_that_is_not_utf8_does_not_kill_the_queen(tmp_path: Path) ->
     """A tool result holding an undecodable file name (``os.listdir`` gives it as a lone surrogate)
     must reach the conversation and the queen must finish her turn and wait again.
 
-    Found by this suite: today the store refuses the surrogate (UnicodeEncodeError), the queen's loop
-    ends with an error, the client sees ``tool_call_started`` and then nothing, and the next chat
-    answers ``queen_revived``.
+    Found by this suite: the store refused the surrogate (UnicodeEncodeError), the queen's loop ended
+    with an error, the client saw ``tool_call_started`` and then nothing, and the next chat answered
+    ``queen_revived``. Tool results are now made storable before they are stored.
     """
     proc = ServeProc(home=tmp_path / "home", logs=tmp_path / "logs").start()
     try:
@@ -370,3 +370,31 @@ def _queen_survives_an_undecodable_file_name(proc: ServeProc) -> None:
     again = c.post(f"/api/sessions/{sid}/chat", json={"message": "are you there?"}).json()
     c.close()
     assert again["status"] == "queen", again      # not "queen_revived": her loop did not die
+
+
+def test_a_tool_argument_with_a_lone_surrogate_does_not_kill_the_queen(tmp_path: Path) -> None:
+    """The message is plain ASCII, but the tool arguments the model produces from it decode (JSON
+    ``\\udcff``) to a lone surrogate, as a real model naming an undecodable file would send them.
+
+    Found by this suite: today recording the model's response fails (UnicodeEncodeError in
+    ``recordings.put``), the queen's loop ends with an error and the next chat answers ``queen_revived``.
+    """
+    proc = ServeProc(home=tmp_path / "home", logs=tmp_path / "logs").start()
+    try:
+        with httpx.Client(base_url=proc.url, timeout=20) as c:
+            sid = c.post("/api/sessions", json={}).json()["session_id"]
+            message = 'demo:tool read_file {"path": "bad\\udcffname.txt"}'
+            assert "\\udcff" in message and message.isascii()
+            after = c.post(f"/api/sessions/{sid}/chat", json={"message": message}).json()["after_seq"]
+            deadline = time.monotonic() + 10
+            types: list[str] = []
+            while time.monotonic() < deadline and "client_input_requested" not in types:
+                time.sleep(0.1)
+                events = c.get(f"/api/sessions/{sid}/events/history", params={"after": str(after)}).json()["events"]
+                types = [e["type"] for e in events]
+            assert "client_input_requested" in types, types
+            again = c.post(f"/api/sessions/{sid}/chat", json={"message": "are you there?"}).json()
+            assert again["status"] == "queen", again
+    finally:
+        proc.stop()
+        proc.cleanup()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import sqlite3
 import sys
 from typing import Any
 
@@ -75,6 +76,8 @@ def serve(host: str | None, port: int | None, home: str | None, model: str | Non
         run_server(settings)
     except ApiaryError as exc:
         raise click.ClickException(exc.message) from exc
+    except (OSError, sqlite3.Error) as exc:
+        raise click.ClickException(f"cannot use the data folder {settings.home_dir}: {exc}") from exc
 
 
 @main.group()

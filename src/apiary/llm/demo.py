@@ -95,11 +95,11 @@ class DemoLLM(FunctionLLM):
     """Deterministic offline model; see the module docstring for its directives."""
 
     def __init__(self) -> None:
-        super().__init__(self._respond, model=NAME)
+        super().__init__(self._respond, model=NAME, keep_requests=False)
 
     async def acomplete(self, request: ModelRequest) -> ModelResponse:
         """A deterministic summary listing every user message the request names verbatim."""
-        self.requests.append(request)
+        self._record(request)
         users = [line for line in request.system.splitlines() if _USER_LINE.match(line)]
         text = "Summary written by the demo model (offline).\nUser messages:\n" + ("\n".join(users) or "(none)")
         return ModelResponse(content=text, model=NAME, input_tokens=len(request.system) // 4,

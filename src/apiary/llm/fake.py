@@ -59,19 +59,25 @@ class FunctionLLM:
 
     supports_images = True
 
-    def __init__(self, fn: Callable[[ModelRequest], Turn], *, model: str = "function") -> None:
+    def __init__(self, fn: Callable[[ModelRequest], Turn], *, model: str = "function",
+                 keep_requests: bool = True) -> None:
         self._fn = fn
         self.model = model
+        self.keep_requests = keep_requests   # tests read them; a long-running server must not keep them
         self.requests: list[ModelRequest] = []
 
+    def _record(self, request: ModelRequest) -> None:
+        if self.keep_requests:
+            self.requests.append(request)
+
     async def stream(self, request: ModelRequest) -> AsyncIterator[StreamEvent]:
-        self.requests.append(request)
+        self._record(request)
         turn = self._fn(request)
         async for event in play_turn(turn, request, self.model, len(request.messages)):
             yield event
 
     async def acomplete(self, request: ModelRequest) -> ModelResponse:
-        self.requests.append(request)
+        self._record(request)
         turn = self._fn(request)
         if turn.error is not None:
             raise turn.error

@@ -6,6 +6,7 @@ the exception's MRO over ``STATUS``. Unknown exceptions become 500 with the deta
 
 from __future__ import annotations
 
+import errno
 import logging
 from collections.abc import Awaitable, Callable
 from typing import Any, Final
@@ -56,6 +57,17 @@ def _http_error(exc: web.HTTPException, request: web.Request) -> web.StreamRespo
     return error_response(exc.status, exc.reason or "error")
 
 
+def is_disk_full(exc: BaseException | None) -> bool:
+    """True when the error, or one it came from, says the disk is full."""
+    seen = 0
+    while exc is not None and seen < 10:
+        if (isinstance(exc, OSError) and exc.errno == errno.ENOSPC) or "disk is full" in str(exc).lower():
+            return True
+        exc = exc.__cause__ or exc.__context__
+        seen += 1
+    return False
+
+
 @web.middleware
 async def error_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
     try:
@@ -69,9 +81,13 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
         if not request.path.startswith("/api/"):
             raise
         response = _http_error(exc, request)
-    except Exception:
-        logger.exception("unexpected error on %s %s", request.method, request.path)
-        response = error_response(500, "Internal server error")
+    except Exception as exc:
+        if is_disk_full(exc):
+            logger.error("disk full on %s %s: %s", request.method, request.path, exc)
+            response = error_response(507, "Insufficient storage: the disk holding APIARY_HOME is full")
+        else:
+            logger.exception("unexpected error on %s %s", request.method, request.path)
+            response = error_response(500, "Internal server error")
     if request.path.startswith("/api/") and not response.prepared and "Cache-Control" not in response.headers:
         response.headers["Cache-Control"] = "no-store"
     return response

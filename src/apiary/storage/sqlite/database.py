@@ -33,10 +33,14 @@ class Database:
         path.parent.mkdir(parents=True, exist_ok=True)
         conn = await aiosqlite.connect(path, isolation_level=None)
         db = cls(conn)
-        for pragma in ("journal_mode=WAL", "synchronous=NORMAL", "foreign_keys=ON", "busy_timeout=5000"):
-            await conn.execute(f"PRAGMA {pragma}")
-        if migrate:
-            await db.migrate()
+        try:
+            for pragma in ("journal_mode=WAL", "synchronous=NORMAL", "foreign_keys=ON", "busy_timeout=5000"):
+                await conn.execute(f"PRAGMA {pragma}")
+            if migrate:
+                await db.migrate()
+        except BaseException:
+            await conn.close()   # else its worker thread keeps the process alive after a refused start
+            raise
         return db
 
     async def migrate(self) -> list[str]:
