@@ -22,6 +22,7 @@ from apiary.llm.registry import make_llm
 from apiary.server.activity import session_use_middleware
 from apiary.server.errors import Handler, error_middleware
 from apiary.server.routes import ALL_ROUTES
+from apiary.server.routes.debug import LAG_MONITOR, LoopLagMonitor
 from apiary.server.security import same_origin_middleware, token_middleware
 from apiary.server.state import APP_STATE, AppState
 from apiary.sessions.deps import LLMFactory, SessionDeps
@@ -57,6 +58,9 @@ async def build_app(settings: Settings, *, stores: Stores | None = None, llm_fac
         app.router.add_route(route.method, route.path, route.handler)
     app.on_shutdown.append(_close_streams)
     app.cleanup_ctx.append(_lifecycle)
+    monitor = LoopLagMonitor()
+    app[LAG_MONITOR] = monitor
+    app.cleanup_ctx.append(monitor.lifecycle)
     return app
 
 

@@ -7,6 +7,7 @@ from apiary.server.routes import (
     colony,
     colony_data,
     config_routes,
+    debug,
     discover,
     events,
     execution,
@@ -27,5 +28,5 @@ ALL_ROUTES: list[Route] = [
     *colony.ROUTES, *progress.ROUTES, *fork.ROUTES, *triggers.ROUTES,
     # part C: the routes an existing Hive web client calls
     *config_routes.ROUTES, *library.ROUTES, *discover.ROUTES, *task_lists.ROUTES, *colony_data.ROUTES,
-    *browser.ROUTES,
+    *browser.ROUTES, *debug.ROUTES,
 ]

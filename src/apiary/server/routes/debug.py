@@ -1,0 +1,75 @@
+"""Process figures for soak runs (apiary addition): ``GET /api/debug/runtime``.
+
+``loop_lag_ms_max`` comes from a monitor that sleeps 100 ms at a time and measures how late it wakes: the
+longest the event loop was blocked since the previous call.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+from aiohttp import web
+
+from apiary.server.routing import Route
+
+
+class LoopLagMonitor:
+    def __init__(self, interval_s: float = 0.1) -> None:
+        self.interval_s = interval_s
+        self.max_ms = 0.0
+        self.last_ms = 0.0
+        self._task: asyncio.Task[None] | None = None
+
+    async def _run(self) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            started = loop.time()
+            await asyncio.sleep(self.interval_s)
+            self.last_ms = max(0.0, (loop.time() - started - self.interval_s) * 1000)
+            self.max_ms = max(self.max_ms, self.last_ms)
+
+    def take_max(self) -> float:
+        worst, self.max_ms = self.max_ms, 0.0
+        return worst
+
+    async def lifecycle(self, app: web.Application) -> AsyncIterator[None]:
+        self._task = asyncio.create_task(self._run(), name="loop-lag-monitor")
+        yield
+        self._task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await self._task
+
+
+LAG_MONITOR = web.AppKey("apiary.loop_lag", LoopLagMonitor)
+
+
+def _rss_bytes() -> int | None:
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return None
+
+
+def _open_fds() -> int | None:
+    try:
+        return len(os.listdir("/proc/self/fd"))
+    except OSError:
+        return None
+
+
+async def runtime(request: web.Request) -> web.Response:
+    monitor = request.app[LAG_MONITOR]
+    return web.json_response({"asyncio_tasks": len(asyncio.all_tasks()),
+                              "loop_lag_ms_max": round(monitor.take_max(), 2),
+                              "loop_lag_ms_last": round(monitor.last_ms, 2),
+                              "open_fds": _open_fds(), "rss_bytes": _rss_bytes()})
+
+
+ROUTES = [Route("GET", "/api/debug/runtime", runtime, "Process figures: asyncio tasks, event-loop lag, fds, RSS")]
