@@ -116,7 +116,7 @@ async def test_labels_go_on_counting_across_a_split():
     messages = []
     for i in range(6):
         messages += [user(2 * i, f"ask number {i}"), assistant(2 * i + 1, "x" * 50)]
-    llm = DemoLLM()
+    llm = DemoLLM(keep_requests=True)
     summary = await summarise(llm, messages, preserve_user_messages=True, char_limit=150)
     assert len(llm.requests) > 1   # it did split
     assert U_LINE.findall(summary) == [f"[U{i + 1}] ask number {i}" for i in range(6)]

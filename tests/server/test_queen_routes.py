@@ -22,7 +22,7 @@ class RecordingDemo(DemoLLM):
     seen: ClassVar[list] = []
 
     def __init__(self) -> None:
-        super().__init__()
+        super().__init__(keep_requests=True)
         self.requests = RecordingDemo.seen
 
 

@@ -94,8 +94,9 @@ def _last_tool_result(messages: list[JsonObject]) -> str:
 class DemoLLM(FunctionLLM):
     """Deterministic offline model; see the module docstring for its directives."""
 
-    def __init__(self) -> None:
-        super().__init__(self._respond, model=NAME, keep_requests=False)
+    def __init__(self, *, keep_requests: bool = False) -> None:
+        # A server runs it for days: by default it keeps no requests (tests may ask it to).
+        super().__init__(self._respond, model=NAME, keep_requests=keep_requests)
 
     async def acomplete(self, request: ModelRequest) -> ModelResponse:
         """A deterministic summary listing every user message the request names verbatim."""
