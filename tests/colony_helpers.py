@@ -19,7 +19,10 @@ from aiohttp.test_utils import TestClient
 
 from apiary.llm.base import LLMProvider, ModelRequest, ModelResponse, StreamEvent, TextDelta
 from apiary.llm.demo import DemoLLM
-from helpers import create_session
+from helpers import (
+    create_session,
+    wait_until,
+)
 
 FAST = {"cancel_grace_s": 0.5, "resurrect_delay_s": 0.05, "heartbeat_s": 0.2}
 FAST_LLM = {"retry_base_s": 0.01, "retry_max_s": 0.02}
@@ -80,18 +83,6 @@ async def history(client: TestClient, sid: str, *, after: int = 0) -> list[dict[
     return (await resp.json())["events"]
 
 
-async def wait_until(predicate: Callable[[], Any], *, timeout: float = 10.0, what: str = "condition") -> Any:
-    """Poll ``predicate`` (sync or async) until it returns something truthy."""
-    deadline = asyncio.get_running_loop().time() + timeout
-    while True:
-        value = predicate()
-        if asyncio.iscoroutine(value):
-            value = await value
-        if value:
-            return value
-        if asyncio.get_running_loop().time() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        await asyncio.sleep(0.02)
 
 
 async def wait_events(client: TestClient, sid: str, pred: Callable[[dict[str, Any]], bool], *, after: int = 0,

@@ -56,3 +56,17 @@ async def wait_for_event(client: TestClient, session_id: str, event_type: str, *
         if asyncio.get_running_loop().time() > deadline:
             raise AssertionError(f"no {event_type} after {after} within {timeout}s")
         await asyncio.sleep(0.02)
+
+
+async def wait_until(predicate: Callable[[], Any], *, timeout: float = 10.0, what: str = "condition") -> Any:
+    """Poll ``predicate`` (sync or async) until it returns something truthy."""
+    deadline = asyncio.get_running_loop().time() + timeout
+    while True:
+        value = predicate()
+        if asyncio.iscoroutine(value):
+            value = await value
+        if value:
+            return value
+        if asyncio.get_running_loop().time() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        await asyncio.sleep(0.02)

@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
-import asyncio
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from aiohttp.test_utils import TestClient
 
 from apiary.server.state import APP_STATE, AppState
-from helpers import create_session, wait_for_event
+from helpers import (
+    create_session,
+    wait_for_event,
+    wait_until,  # noqa: F401  (shared; re-exported)
+)
 
 
 def state(client: TestClient) -> AppState:
@@ -46,14 +48,3 @@ async def open_colony(client: TestClient, colony_path: str) -> dict[str, Any]:
     return await resp.json()
 
 
-async def wait_until(predicate: Callable[[], Any], *, timeout: float = 10.0, what: str = "condition") -> Any:
-    deadline = asyncio.get_running_loop().time() + timeout
-    while True:
-        value = predicate()
-        if asyncio.iscoroutine(value):
-            value = await value
-        if value:
-            return value
-        if asyncio.get_running_loop().time() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        await asyncio.sleep(0.02)
