@@ -93,6 +93,8 @@ PG_SHIPPED = [
     ("m004_tasks", "a614d3fa1cad969d"),
     ("m005_worker_sessions", "63b42cb7936ce7ef"),
     ("m006_colonies_and_mailbox", "6ef2dd9b527a3279"),
+    ("m007_executions", "1b8888a886c5401c"),
+    ("m008_task_claim_order", "d57ac34982346c12"),
 ]
 
 

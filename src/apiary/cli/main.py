@@ -61,7 +61,8 @@ def settings_from(**flags: Any) -> Any:
 @click.option("--port", type=int, default=None, help="Port (default 8787; 0 picks a free one).")
 @click.option("--home", default=None, help="Data folder (default ~/.apiary, or APIARY_HOME).")
 @click.option("--model", default=None, help="demo | openai:<model> | anthropic:<model> (or APIARY_MODEL).")
-@click.option("--database", "database_url", default=None, help="sqlite:///<path> (default: apiary.db in home).")
+@click.option("--database", "database_url", default=None,
+              help="sqlite:///<path> (default: apiary.db in home) or postgresql://... (shared with workers).")
 def serve(host: str | None, port: int | None, home: str | None, model: str | None,
           database_url: str | None) -> None:
     """Run the HTTP API, the event streams and the web UI."""
@@ -77,6 +78,39 @@ def serve(host: str | None, port: int | None, home: str | None, model: str | Non
     except ApiaryError as exc:
         raise click.ClickException(exc.message) from exc
     except (OSError, sqlite3.Error) as exc:
+        raise click.ClickException(f"cannot use the data folder {settings.home_dir}: {exc}") from exc
+
+
+@main.command()
+@click.option("--database", "database_url", default=None, help="postgresql://... (or APIARY_DATABASE_URL).")
+@click.option("--home", default=None, help="Local folder: this host's copy of each colony and its workspace.")
+@click.option("--model", default=None, help="Worker model when the queen names none (or APIARY_MODEL).")
+@click.option("--concurrency", type=click.IntRange(1, 256), default=4, show_default=True,
+              help="Executions this process runs at once.")
+def worker(database_url: str | None, home: str | None, model: str | None, concurrency: int) -> None:
+    """Run worker executions claimed from a shared PostgreSQL database (run as many as wanted)."""
+    import asyncio
+    import signal
+
+    from apiary.colonies.worker_service import run_worker
+    from apiary.core.errors import ApiaryError
+
+    settings = settings_from(database_url=database_url, home=home, model=model)
+    if not settings.database_url.startswith(("postgresql://", "postgres://")):
+        raise click.ClickException("apiary worker needs a shared database: --database postgresql://...")
+
+    async def main_loop() -> None:
+        stopping = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stopping.set)
+        await run_worker(settings, concurrency=concurrency, stopping=stopping)
+
+    try:
+        asyncio.run(main_loop())
+    except ApiaryError as exc:
+        raise click.ClickException(exc.message) from exc
+    except OSError as exc:
         raise click.ClickException(f"cannot use the data folder {settings.home_dir}: {exc}") from exc
 
 

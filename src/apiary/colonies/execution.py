@@ -11,9 +11,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import copy
 import logging
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -22,9 +21,10 @@ from apiary.agent.emitter import Emitter
 from apiary.agent.loop import AgentLoop, LoopFailed
 from apiary.agent.model_call import NoRecording
 from apiary.colonies.checkpointing import WorkerHooks, build_checkpoint
-from apiary.colonies.worker_session import WorkerSessionFiles, new_state
+from apiary.colonies.worker_session import new_state
 from apiary.core.clock import utc_iso
 from apiary.core.errors import ApiaryError, ProviderError, UsageLimitExceeded
+from apiary.storage.base import WorkerSessionStore
 from apiary.tools.base import ToolContext
 
 if TYPE_CHECKING:
@@ -79,7 +79,7 @@ class Execution:
     ended_at: float = 0.0
     result: dict[str, Any] | None = None
     emitter: Emitter | None = None
-    _files: WorkerSessionFiles | None = field(default=None, repr=False)
+    _store: WorkerSessionStore | None = field(default=None, repr=False)
     _state: dict[str, Any] = field(default_factory=dict, repr=False)
     _io: asyncio.Future[None] | None = field(default=None, repr=False)
 
@@ -92,10 +92,10 @@ class Execution:
         return self.request.input_data
 
     @property
-    def files(self) -> WorkerSessionFiles:
-        if self._files is None:
-            self._files = WorkerSessionFiles(self.runtime.worker_session_dir(self.id))
-        return self._files
+    def store(self) -> WorkerSessionStore:
+        if self._store is None:
+            self._store = self.runtime.worker_session_store(self.id)
+        return self._store
 
     @property
     def owner(self) -> str:
@@ -140,10 +140,10 @@ class Execution:
                 with contextlib.suppress(asyncio.CancelledError):
                     await heartbeat
 
-    async def _file_io(self, write: Callable[[], None]) -> None:
-        """Run a state/checkpoint write in a thread. A cancel does not stop the thread, so the write
-        is remembered and the cancel path waits for it: an older state.json never lands last."""
-        self._io = asyncio.ensure_future(asyncio.to_thread(write))
+    async def _file_io(self, write: Callable[[], Awaitable[None]]) -> None:
+        """Run a state/checkpoint write shielded from a cancel. The write is remembered and the
+        cancel path waits for it: an older state never lands last."""
+        self._io = asyncio.ensure_future(write())
         await asyncio.shield(self._io)
 
     async def _event(self, type_: str, data: dict[str, Any], *, final: bool = False) -> None:
@@ -162,18 +162,18 @@ class Execution:
         return new_state(self.id, entry_point=req.entry_point, colony=rt.name, input_data=req.input_data,
                          run_id=req.run_id, now=rt.clock.now())
 
-    def _begin_files(self) -> None:
-        files, req, rt = self.files, self.request, self.runtime
+    async def _begin_files(self) -> None:
+        store, req, rt = self.store, self.request, self.runtime
         previous = None
         with contextlib.suppress(ValueError, OSError):
-            previous = files.read_state()
+            previous = await store.read_state()
         state = self._new_state()
         if previous and req.keep_timestamps:
             state["timestamps"]["started_at"] = previous.get("timestamps", {}).get("started_at")
         state["progress"]["resume_from"] = (req.checkpoint or {}).get("checkpoint_id")
         self._state = state
-        files.write_state(state)
-        files.append_run(req.run_id, "run_started", rt.clock.now())
+        await store.write_state(state)
+        await store.append_run(req.run_id, "run_started", rt.clock.now())
 
     async def _attempts(self) -> dict[str, Any]:
         rt = self.runtime
@@ -189,7 +189,7 @@ class Execution:
                 if is_fatal(exc) or attempt >= rt.max_resurrections:
                     raise
                 attempt += 1
-                checkpoint = await asyncio.to_thread(self.files.latest_checkpoint)
+                checkpoint = await self.store.latest_checkpoint()
                 replay = "resume" if replay == "live" else replay
                 await self._event("execution_resurrected", {
                     "attempt": attempt, "max_resurrections": rt.max_resurrections, "error": str(exc)[:500],
@@ -212,7 +212,7 @@ class Execution:
             emitter=self.emitter, conversations=rt.stores.conversations, recordings=rt.stores.recordings,
             clock=rt.clock, ids=rt.ids, hooks=WorkerHooks(self, rt.worker_tools()),
             tool_context=ToolContext(workspace=rt.workspace, session_id=self.id, node_id="worker",
-                                     spillover_dir=self.files.path / "data"),
+                                     spillover_dir=rt.worker_session_dir(self.id) / "data"),
             replay=replay if checkpoint is not None else "live", recorded=recorded,
             budgets=rt.budgets(), prices=dict(rt.settings.budgets.prices))
         self.loop = AgentLoop(ctx, initial_messages=[self._first_message(ctx)])
@@ -260,25 +260,21 @@ class Execution:
     async def checkpoint(self, ctx: RunContext, kind: str, *, is_clean: bool = True) -> str:
         rt = self.runtime
         now = rt.clock.now()
-        files = self.files
-        cp_id = files.new_checkpoint_id(kind, "worker", now)
+        store = self.store
+        cp_id = await store.new_checkpoint_id(kind, "worker", now)
         body = build_checkpoint(self, ctx, kind, cp_id, now, is_clean=is_clean)
         self._state["latest_checkpoint_id"] = cp_id
         self._state["timestamps"]["updated_at"] = utc_iso(now)
         self._state["progress"]["steps_executed"] = ctx.state.iteration
         self._state["progress"]["total_tokens"] = ctx.state.input_tokens + ctx.state.output_tokens
-        state = copy.deepcopy(self._state)   # the thread must not see later changes
-
-        def write() -> None:
-            files.write_checkpoint(body, force_index=kind in ("node_start", "node_complete", "interrupted"))
-            files.write_state(state)
-
-        await self._file_io(write)
+        state = _snapshot(self._state)   # the write must not see later changes
+        force_index = kind in ("node_start", "node_complete", "interrupted")
+        await self._file_io(lambda: store.save(body, state, force_index=force_index))
         return cp_id
 
     # -- endings -------------------------------------------------------------------------------
 
-    def _write_end(self, status: str, *, error: str | None = None, output: dict[str, Any] | None = None,
+    async def _write_end(self, status: str, *, error: str | None = None, output: dict[str, Any] | None = None,
                    run_event: str) -> None:
         rt = self.runtime
         now = utc_iso(rt.clock.now())
@@ -293,9 +289,7 @@ class Execution:
             state["timestamps"]["paused_at_time"] = now
             state["progress"]["paused_at"] = "worker"
         state["result"] = {"success": status == "completed", "error": error, "output": output or {}}
-        self.files.write_state(state)
-        self.files.write_index()
-        self.files.append_run(self.request.run_id, run_event, rt.clock.now(), error)
+        await self.store.end(_snapshot(state), self.request.run_id, run_event, rt.clock.now(), error)
 
     async def _final_checkpoint(self, kind: str, *, is_clean: bool) -> None:
         if self.loop is not None:
@@ -319,7 +313,7 @@ class Execution:
             return
         self.status = "completed"
         await self._final_checkpoint("node_complete", is_clean=True)
-        await asyncio.to_thread(self._write_end, "completed", output=outputs, run_event="run_completed")
+        await self._write_end("completed", output=outputs, run_event="run_completed")
         self.result = {"status": "completed", "summary": _summary(outputs), "error": None}
         await self._event("execution_completed", {"output": outputs}, final=True)
         await rt.execution_ended(self)
@@ -330,7 +324,7 @@ class Execution:
         if self.claim is not None:
             await rt.queue.fail(self.claim.task_id, self.claim.worker_id, error)
         await self._final_checkpoint("interrupted", is_clean=False)
-        await asyncio.to_thread(self._write_end, "failed", error=error, run_event="run_failed")
+        await self._write_end("failed", error=error, run_event="run_failed")
         self.result = {"status": "failed", "summary": "", "error": error}
         await self._event("execution_failed", {"error": error}, final=True)
         await rt.execution_ended(self)
@@ -345,7 +339,7 @@ class Execution:
             return   # left ``active``: resumed when the colony loads again
         paused = reason == PAUSED
         self.status = "paused" if paused else "cancelled"
-        await asyncio.to_thread(self._write_end, self.status, error=None if paused else reason,
+        await self._write_end(self.status, error=None if paused else reason,
                                 run_event="run_paused" if paused else "run_cancelled")
         self.result = {"status": self.status, "summary": "", "error": None if paused else reason}
         if paused:
@@ -353,6 +347,12 @@ class Execution:
         else:
             await self._event("execution_failed", {"error": reason, "cancelled": True}, final=True)
         await self.runtime.execution_ended(self)
+
+
+def _snapshot(state: dict[str, Any]) -> dict[str, Any]:
+    """A copy of the parts of state.json an execution changes later (input data can be deep: no deepcopy)."""
+    return {**state, "timestamps": dict(state.get("timestamps") or {}), "progress": dict(state.get("progress") or {}),
+            "result": dict(state.get("result") or {})}
 
 
 def _run_ended_at(checkpoint: dict[str, Any]) -> bool:

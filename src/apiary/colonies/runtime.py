@@ -17,10 +17,10 @@ from apiary.agent.state import LoopConfig, RetryPolicy
 from apiary.bus.bus import EventBus
 from apiary.colonies.execution import PAUSED, SHUTDOWN, Execution, ExecutionRequest
 from apiary.colonies.progress import goal_progress
-from apiary.colonies.spec import ColonySpec, EntryPoint
+from apiary.colonies.remote import QueenMailbox, RemoteExecution, RemoteStream, exec_target
+from apiary.colonies.spec import ColonySpec, EntryPoint, spec_files
 from apiary.colonies.stream import CancelOutcome, ExecutionStream
 from apiary.colonies.timers import TimerSet
-from apiary.colonies.worker_session import WorkerSessionFiles
 from apiary.core.clock import Clock
 from apiary.core.config import Settings
 from apiary.core.errors import ApiaryError
@@ -31,7 +31,7 @@ from apiary.core.layout import Layout
 from apiary.core.safety import is_safe_segment
 from apiary.core.tasks import TaskOwner
 from apiary.llm.base import LLMProvider
-from apiary.storage.base import Stores, TaskQueue
+from apiary.storage.base import Stores, TaskQueue, WorkerSessionStore
 from apiary.storage.sqlite.progress_db import ensure_progress_db
 from apiary.tools.base import Toolset
 from apiary.tools.mcp_registry import McpRegistry, toolset_with
@@ -51,15 +51,24 @@ class ColonyHost(Protocol):
 
 class ColonyRuntime:
     def __init__(self, *, host: ColonyHost, spec: ColonySpec, settings: Settings, layout: Layout, stores: Stores,
-                 bus: EventBus, clock: Clock, ids: IdFactory, worker_llm: LLMProvider) -> None:
+                 bus: EventBus, clock: Clock, ids: IdFactory, worker_llm: LLMProvider,
+                 runs_here: bool | None = None) -> None:
         self.host, self.spec, self.settings, self.layout = host, spec, settings, layout
         self.stores, self.bus, self.clock, self.ids, self.worker_llm = stores, bus, clock, ids, worker_llm
+        self.worker_model_spec = ""   # the model named for workers on other hosts ("" there: their default)
         self.tasks = TaskOwner(f"colony:{spec.name}")
         self.queue: TaskQueue = stores.task_queue(spec.name, spec.path, lease_s=settings.colonies.stale_claim_s)
-        self.streams = {ep.id: ExecutionStream(self, ep.id, self.tasks) for ep in spec.entry_points()}
+        # With shared storage the queen's side queues executions for worker processes; a worker's
+        # own runtime (``runs_here=True``) runs them.
+        coordination = stores.coordination
+        self.remote = coordination is not None and runs_here is not True
+        self.streams: dict[str, ExecutionStream | RemoteStream] = {
+            ep.id: RemoteStream(self, ep.id, coordination) if coordination is not None and self.remote
+            else ExecutionStream(self, ep.id, self.tasks) for ep in spec.entry_points()}
+        self.mailbox = QueenMailbox(self, coordination) if coordination is not None and self.remote else None
         self.timers_paused = False
         self.outputs: dict[str, Any] = {}
-        self.finished: dict[str, Execution] = {}
+        self.finished: dict[str, Execution | RemoteExecution] = {}
         self._last_progress: float | None = None
         self._goal_achieved = False
         self.max_resurrections = 3
@@ -121,54 +130,82 @@ class ColonyRuntime:
     # -- loading ---------------------------------------------------------------------------------
 
     async def load(self) -> None:
-        await asyncio.to_thread(ensure_progress_db, self.spec.path, stale_claim_s=self.settings.colonies.stale_claim_s)
+        if self.stores.coordination is None:
+            await asyncio.to_thread(ensure_progress_db, self.spec.path,
+                                    stale_claim_s=self.settings.colonies.stale_claim_s)
         if self.mcp:
             await self.mcp.load()
-        self.outputs = await asyncio.to_thread(self._collect_outputs)
+        self.outputs = await self._collect_outputs()
         await self.publish("worker_colony_loaded", {"colony_id": self.name, "colony_name": self.display_name,
                                                     "agent_path": str(self.path), "goal": self.goal_description,
                                                     "node_count": 1})
         self._last_progress = (await self.goal_progress())["progress"]
         self.tasks.spawn(self._reclaim_periodically(), name=f"reclaim:{self.name}")
         await self.timers.start()
-        await self._recover_stale_sessions()
+        if self.mailbox is not None:
+            await self._join_workers()
+        else:
+            await self._recover_stale_sessions()
 
-    def _collect_outputs(self) -> dict[str, Any]:
+    async def _join_workers(self) -> None:
+        """Queen's side with worker processes: publish the spec, adopt executions still running, read
+        the mailbox. Stale worker sessions need no recovery here: an expired lease moves them on."""
+        coordination = self.stores.coordination
+        assert coordination is not None and self.mailbox is not None
+        await coordination.register_colony(self.name, self.session_id, await asyncio.to_thread(spec_files, self.path))
+        for row in await coordination.active_executions(self.name):
+            stream = self.streams.get(str(row.get("entry_point")))
+            if isinstance(stream, RemoteStream) and row.get("session_id") == self.session_id:
+                stream.adopt(row)
+        self.mailbox.start()
+
+    async def load_for_worker(self) -> None:
+        """A worker process's runtime: tools and outputs, and the stale-claim sweep; no timers."""
+        if self.mcp:
+            await self.mcp.load()
+        self.outputs = await self._collect_outputs()
+        self._last_progress = (await self.goal_progress())["progress"]
+        self.tasks.spawn(self._reclaim_periodically(), name=f"reclaim:{self.name}")
+
+    async def _collect_outputs(self) -> dict[str, Any]:
         outputs: dict[str, Any] = {}
-        for files in self.worker_session_files():
+        for store in await self.worker_session_stores():
             try:
-                state = files.read_state() or {}
+                state = await store.read_state() or {}
             except (ValueError, OSError):
                 continue
             if state.get("status") == "completed":
                 outputs.update((state.get("result") or {}).get("output") or {})
         return outputs
 
-    def worker_session_files(self) -> list[WorkerSessionFiles]:
-        root = self.layout.worker_sessions(self.name)
-        return [WorkerSessionFiles(p) for p in sorted(root.iterdir())] if root.is_dir() else []
+    def worker_session_store(self, worker_session_id: str) -> WorkerSessionStore:
+        return self.stores.worker_session(self.name, self.worker_session_dir(worker_session_id), worker_session_id)
+
+    async def worker_session_stores(self) -> list[WorkerSessionStore]:
+        ids = await self.stores.worker_session_ids(self.name, self.layout.worker_sessions(self.name))
+        return [self.worker_session_store(i) for i in ids if is_safe_segment(i)]
 
     async def _recover_stale_sessions(self) -> None:
         """Worker sessions left ``active`` by a dead process: resume the newest, cancel the rest (B 2.4)."""
         stale = []
-        for files in await asyncio.to_thread(self.worker_session_files):
+        for store in await self.worker_session_stores():
             try:
-                state = await asyncio.to_thread(files.read_state)
+                state = await store.read_state()
             except (ValueError, OSError):
                 continue
             if state and state.get("status") == "active":
-                stale.append((str(state.get("timestamps", {}).get("updated_at") or ""), files, state))
+                stale.append((str(state.get("timestamps", {}).get("updated_at") or ""), store, state))
         stale.sort(key=lambda item: item[0])
         resume = stale.pop() if stale and self.settings.colonies.resume_stale_sessions else None
-        for _, files, state in stale:
+        for _, store, state in stale:
             state["status"] = "cancelled"
             state["result"] = {"success": False, "error": "Stale session: runtime restarted", "output": {}}
-            await asyncio.to_thread(files.write_state, state)
+            await store.write_state(state)
         if resume is not None:
-            _, files, state = resume
-            checkpoint = await asyncio.to_thread(files.latest_checkpoint)
+            _, store, state = resume
+            checkpoint = await store.latest_checkpoint()
             if checkpoint is not None:
-                await self.resume(files.id, checkpoint, state, entry_point=str(state.get("entry_point") or "default"))
+                await self.resume(store.id, checkpoint, state, entry_point=str(state.get("entry_point") or "default"))
 
     async def _reclaim_periodically(self) -> None:
         period = max(1.0, min(self.settings.colonies.stale_claim_s / 3, 300.0))
@@ -186,6 +223,8 @@ class ColonyRuntime:
             for execution in stream.active.values():
                 execution.cancel_reason = execution.cancel_reason or SHUTDOWN
         await self.timers.remove_all()
+        if self.mailbox is not None:   # executions on workers go on; only the queen's side closes
+            self.mailbox.close()
         await self.tasks.aclose(self.settings.colonies.cancel_grace_s)
         if self.mcp:
             await self.mcp.aclose()
@@ -260,8 +299,7 @@ class ColonyRuntime:
         # checkpoint of its worker session, as resume does; an unknown one means a fresh start.
         checkpoint = None
         if session_state.get("resume_from_checkpoint"):
-            checkpoint = await asyncio.to_thread(self.find_checkpoint, execution_id,
-                                                 str(session_state["resume_from_checkpoint"]))
+            checkpoint = await self.find_checkpoint(execution_id, str(session_state["resume_from_checkpoint"]))
             if checkpoint is None:
                 logger.warning("checkpoint %s of %s not found: starting fresh",
                                session_state["resume_from_checkpoint"], execution_id)
@@ -309,7 +347,7 @@ class ColonyRuntime:
 
     # -- control ---------------------------------------------------------------------------------
 
-    def active(self) -> dict[str, Execution]:
+    def active(self) -> dict[str, Execution | RemoteExecution]:
         return {eid: ex for stream in self.streams.values() for eid, ex in stream.active.items()}
 
     async def cancel(self, execution_id: str, reason: str) -> CancelOutcome:
@@ -331,6 +369,8 @@ class ColonyRuntime:
         """Deliver to a running worker node: the one waiting on ``request_id``, else the longest waiter."""
         from apiary.agent.context import InboxItem
 
+        if self.mailbox is not None:
+            return self._inject_remote(node_id, content, request_id)
         loops = [ex.loop for ex in self.active().values() if ex.loop is not None and ex.loop.ctx.node_id == node_id]
         if request_id is not None:
             loops = [loop for loop in loops if request_id in loop.ctx.waiting_requests]
@@ -341,30 +381,43 @@ class ColonyRuntime:
         target.inject(InboxItem(content, "answer", request_id=request_id))
         return True
 
+    def _inject_remote(self, node_id: str, content: str, request_id: str | None) -> bool:
+        """The worker that holds the execution delivers it (to the waiting loop, as locally)."""
+        coordination = self.stores.coordination
+        active = list(self.active())
+        if coordination is None or not active or node_id != "worker":
+            return False
+        body = {"kind": "inject", "node_id": node_id, "content": content, "request_id": request_id}
+        for execution_id in active:
+            self.tasks.spawn(coordination.post(exec_target(self.name, execution_id), body),
+                             name=f"inject:{execution_id}")
+        return True
+
     async def goal_progress(self) -> dict[str, Any]:
         return goal_progress(await self.queue.counts(), self.spec.success_criteria(), self.outputs)
 
     # -- worker sessions and checkpoints -----------------------------------------------------------
 
-    def worker_session(self, worker_session_id: str) -> WorkerSessionFiles | None:
+    async def worker_session(self, worker_session_id: str) -> WorkerSessionStore | None:
         if not is_safe_segment(worker_session_id):
             return None
-        files = WorkerSessionFiles(self.worker_session_dir(worker_session_id))
-        return files if files.exists() else None
+        store = self.worker_session_store(worker_session_id)
+        return store if await store.exists() else None
 
-    def has_worker_session(self, worker_session_id: str) -> bool:
-        return self.worker_session(worker_session_id) is not None
+    async def has_worker_session(self, worker_session_id: str) -> bool:
+        return await self.worker_session(worker_session_id) is not None
 
-    def read_worker_state(self, worker_session_id: str) -> dict[str, Any] | None:
-        files = self.worker_session(worker_session_id)
+    async def read_worker_state(self, worker_session_id: str) -> dict[str, Any] | None:
+        store = await self.worker_session(worker_session_id)
         try:
-            return files.read_state() if files else None
+            return await store.read_state() if store else None
         except (ValueError, OSError) as exc:
             raise ApiaryError(f"Failed to read session: {exc}") from exc
 
-    def find_checkpoint(self, worker_session_id: str, checkpoint_id: str | None) -> dict[str, Any] | None:
-        files = WorkerSessionFiles(self.worker_session_dir(worker_session_id))
-        return files.get_checkpoint(checkpoint_id) if checkpoint_id else None
+    async def find_checkpoint(self, worker_session_id: str, checkpoint_id: str | None) -> dict[str, Any] | None:
+        if not checkpoint_id or not is_safe_segment(worker_session_id) or not is_safe_segment(checkpoint_id):
+            return None
+        return await self.worker_session_store(worker_session_id).get_checkpoint(checkpoint_id)
 
     def stats(self) -> dict[str, Any]:
         active = self.active()

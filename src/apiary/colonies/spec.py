@@ -127,3 +127,15 @@ class ColonySpec:
             elif isinstance(raw, dict):
                 found.append((str(raw.get("id") or f"c{i}"), str(raw.get("description") or "")))
         return found
+
+
+SPEC_FILE_LIMIT = 1_000_000
+
+
+def spec_files(colony_dir: Path) -> dict[str, str]:
+    """The colony's own files (its top-level ``*.json``): what a worker host needs to run it."""
+    files: dict[str, str] = {}
+    for path in sorted(colony_dir.glob("*.json")):
+        if path.is_file() and path.stat().st_size <= SPEC_FILE_LIMIT:
+            files[path.name] = path.read_text(encoding="utf-8")
+    return files

@@ -5,8 +5,9 @@ from __future__ import annotations
 from typing import Any
 
 from apiary.colonies.runtime import ColonyRuntime
-from apiary.colonies.worker_session import LISTED, WorkerSessionFiles
+from apiary.colonies.worker_session import LISTED
 from apiary.core.clock import utc_iso
+from apiary.storage.base import WorkerSessionStore
 
 
 def worker_json(runtime: ColonyRuntime, execution_id: str) -> dict[str, Any] | None:
@@ -34,30 +35,30 @@ def workers_json(runtime: ColonyRuntime | None) -> dict[str, Any]:
     return {"workers": [w for w in (worker_json(runtime, eid) for eid in ids) if w is not None]}
 
 
-def _session_json(files: WorkerSessionFiles) -> dict[str, Any] | None:
+async def _session_json(store: WorkerSessionStore) -> dict[str, Any] | None:
     try:
-        state = files.read_state() or {}
+        state = await store.read_state() or {}
     except (ValueError, OSError):
         state = {}
-    checkpoints = files.list_checkpoints()
+    checkpoints = await store.list_checkpoints()
     status = str(state.get("status") or "active")
     stamps = state.get("timestamps") or {}
-    return {"worker_session_id": files.id, "status": status, "entry_point": state.get("entry_point", "default"),
+    return {"worker_session_id": store.id, "status": status, "entry_point": state.get("entry_point", "default"),
             "started_at": stamps.get("started_at"), "updated_at": stamps.get("updated_at"),
             "current_run_id": state.get("current_run_id"),
             "latest_checkpoint_id": checkpoints[-1]["checkpoint_id"] if checkpoints else None,
             "checkpoint_count": len(checkpoints), "is_resumable": status != "active" and bool(checkpoints)}
 
 
-def worker_sessions_json(runtime: ColonyRuntime) -> dict[str, Any]:
-    items = [s for s in (_session_json(f) for f in runtime.worker_session_files()) if s is not None]
+async def worker_sessions_json(runtime: ColonyRuntime) -> dict[str, Any]:
+    items = [s for s in [await _session_json(f) for f in await runtime.worker_session_stores()] if s is not None]
     items.sort(key=lambda s: str(s.get("updated_at") or s.get("started_at") or ""), reverse=True)
     return {"worker_sessions": items}
 
 
-def checkpoints_json(files: WorkerSessionFiles) -> dict[str, Any]:
-    listed = files.list_checkpoints()
-    return {"worker_session_id": files.id,
+async def checkpoints_json(store: WorkerSessionStore) -> dict[str, Any]:
+    listed = await store.list_checkpoints()
+    return {"worker_session_id": store.id,
             "latest_checkpoint_id": listed[-1]["checkpoint_id"] if listed else None,
             "checkpoints": [{**{k: c.get(k) for k in LISTED}, "run_id": c.get("run_id"),
                              "next_node": c.get("next_node")} for c in listed]}

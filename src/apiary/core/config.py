@@ -40,6 +40,10 @@ class ColonySettings(BaseModel, frozen=True):
     resume_stale_sessions: bool = True
     resurrect_delay_s: float = 2.0
     heartbeat_s: float = 60.0
+    # PostgreSQL only: executions run on worker processes that hold each one under a lease.
+    embedded_workers: int = Field(default=2, ge=0)   # run by `apiary serve` itself; 0: only `apiary worker`
+    worker_lease_s: float = Field(default=15.0, gt=0)   # a dead worker's executions move on after this
+    worker_poll_s: float = Field(default=1.0, gt=0)   # also look for expired leases this often
 
 
 class ToolSettings(BaseModel, frozen=True):

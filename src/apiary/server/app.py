@@ -6,6 +6,7 @@ cleanup context stops every session (runs are cancelled to a checkpoint) and clo
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
@@ -82,10 +83,28 @@ async def _lifecycle(app: web.Application) -> AsyncIterator[None]:
 
     await recover_at_startup(state.deps)
     state.sessions.parking.start()   # parks idle live sessions (SPEC C.6)
+    workers = _embedded_workers(state.deps)
     yield
+    if workers is not None:   # its executions are given back at a checkpoint for other workers
+        stopping, task = workers
+        stopping.set()
+        await asyncio.gather(task, return_exceptions=True)
     await state.sessions.aclose()
     await state.deps.tasks.aclose(state.settings.server.shutdown_timeout_s)
     await state.deps.stores.aclose()
+
+
+def _embedded_workers(deps: SessionDeps) -> tuple[asyncio.Event, asyncio.Task[None]] | None:
+    """With PostgreSQL the API server also runs executions itself unless ``embedded_workers`` is 0."""
+    count = deps.settings.colonies.embedded_workers
+    if deps.stores.coordination is None or count <= 0:
+        return None
+    from apiary.colonies.worker_service import WorkerService
+
+    service = WorkerService(settings=deps.settings, layout=deps.layout, stores=deps.stores, bus=deps.bus,
+                            clock=deps.clock, ids=deps.ids, make_llm=deps.make_llm, concurrency=count)
+    stopping = asyncio.Event()
+    return stopping, asyncio.create_task(service.run(stopping), name="embedded-workers")
 
 
 @web.middleware

@@ -27,6 +27,7 @@ async def attach_colony(session: Session, colony_dir: Path, *, worker_name: str 
     worker_model = model or deps.settings.worker_model or session.model_spec
     runtime = ColonyRuntime(host=session, spec=spec, settings=deps.settings, layout=deps.layout, stores=deps.stores,
                             bus=deps.bus, clock=deps.clock, ids=deps.ids, worker_llm=deps.make_llm(worker_model))
+    runtime.worker_model_spec = worker_model
     session.colony = runtime
     await asyncio.to_thread(session.stored.merge_meta, {"loaded_colony": str(colony_dir)})
     await runtime.load()

@@ -20,7 +20,9 @@ from apiary.core.clock import utc_iso
 from apiary.core.errors import ApiaryError, InvalidRequest, NotFound, RequestError, Unavailable
 from apiary.core.jsonfile import merge_json, read_json, write_json
 from apiary.core.messages import is_well_formed, make_message, tool_calls_of
+from apiary.core.urls import redact_url
 from apiary.sessions.compaction_jobs import fork_compaction_job
+from apiary.sessions.deps import SessionDeps
 from apiary.sessions.files import StoredSession
 from apiary.sessions.manager import SessionManager
 from apiary.sessions.session import Session
@@ -111,13 +113,13 @@ async def forget_copy(manager: SessionManager, copy: StoredSession | None) -> No
     deps.index.forget(copy.session_id)
 
 
-def worker_spec(session: Session, *, colony_name: str, task: str, db_path: Path, first_task: str | None,
+def worker_spec(session: Session, *, colony_name: str, task: str, db_path: Path | str, first_task: str | None,
                 now: float) -> dict[str, Any]:
     queen_ctx = session.queen.loop.ctx if session.queen.loop else None
     config = queen_ctx.config if queen_ctx else None
     tools = [n for n in session.available_queen_tools().names() if n not in QUEEN_ONLY_TOOLS]
-    input_data: dict[str, Any] = {"db_path": str(db_path), "colony_id": colony_name,
-                                  "colony_data_dir": str(db_path.parent)}
+    data_dir = db_path.parent if isinstance(db_path, Path) else session.deps.layout.colony_dir(colony_name) / "data"
+    input_data: dict[str, Any] = {"db_path": str(db_path), "colony_id": colony_name, "colony_data_dir": str(data_dir)}
     if first_task:
         input_data["task_id"] = first_task
     return {
@@ -151,6 +153,32 @@ def _seed(colony_dir: Path, stale_claim_s: float, tasks: list[dict[str, Any]], t
         conn.close()
 
 
+async def _seed_shared(deps: SessionDeps, colony: str, colony_dir: Path, tasks: list[dict[str, Any]],
+                       task: str) -> list[str]:
+    queue = deps.stores.task_queue(colony, colony_dir, lease_s=deps.settings.colonies.stale_claim_s)
+    try:
+        if tasks:
+            return await queue.enqueue(tasks, "queen_create")
+        if task.strip():
+            try:
+                return await queue.enqueue([{"goal": task}], "create_colony_auto")
+            except ApiaryError:
+                logger.exception("could not seed the task of colony %s", colony)
+        return []
+    finally:
+        await queue.close()
+
+
+async def _unseed_shared(deps: SessionDeps, colony: str, colony_dir: Path, task_ids: list[str]) -> None:
+    queue = deps.stores.task_queue(colony, colony_dir, lease_s=deps.settings.colonies.stale_claim_s)
+    try:
+        await queue.remove(task_ids)
+    except Exception:
+        logger.exception("could not remove the tasks seeded by a failed spawn into %s", colony)
+    finally:
+        await queue.close()
+
+
 async def spawn_colony(manager: SessionManager, session: Session, *, colony_name: str, task: str,
                        tasks: list[dict[str, Any]]) -> dict[str, Any]:
     deps = manager.deps
@@ -165,11 +193,18 @@ async def spawn_colony(manager: SessionManager, session: Session, *, colony_name
     copy: StoredSession | None = None
     db_path: Path | None = None
     task_ids: list[str] = []
+    shared_ids: list[str] = []
     try:
         await asyncio.to_thread((colony_dir / "data").mkdir, parents=True, exist_ok=True)
-        seeded_db, task_ids = await asyncio.to_thread(_seed, colony_dir, deps.settings.colonies.stale_claim_s, tasks,
-                                                      task)
-        db_path = seeded_db
+        if deps.stores.coordination is not None:   # the queue lives in the shared database
+            queue_where = redact_url(deps.settings.database_url)
+            task_ids = await _seed_shared(deps, colony_name, colony_dir, tasks, task)
+            shared_ids = task_ids
+            seeded_db: Path | str = queue_where
+        else:
+            seeded_db, task_ids = await asyncio.to_thread(_seed, colony_dir, deps.settings.colonies.stale_claim_s,
+                                                          tasks, task)
+            db_path = seeded_db
         goal = task if task.strip() else (tasks[0]["goal"] if tasks else "")
         spec = worker_spec(session, colony_name=colony_name, task=goal, db_path=seeded_db,
                            first_task=task_ids[0] if task_ids else None, now=now)
@@ -190,11 +225,18 @@ async def spawn_colony(manager: SessionManager, session: Session, *, colony_name
             await asyncio.to_thread(shutil.rmtree, colony_dir, True)
         else:
             await asyncio.to_thread(_undo_in_existing_colony, colony_dir, previous, db_path, task_ids)
+        if shared_ids:
+            await _unseed_shared(deps, colony_name, colony_dir, shared_ids)
         if isinstance(exc, RequestError):
             raise
         raise ApiaryError(f"colony fork failed: {exc}") from exc
-    result = {"colony_path": str(colony_dir), "colony_name": colony_name, "queen_session_id": copy.session_id,
-              "is_new": is_new, "db_path": str(db_path), "task_ids": task_ids, "compaction_status": "in_progress"}
+    result: dict[str, Any] = {
+        "colony_path": str(colony_dir), "colony_name": colony_name, "queen_session_id": copy.session_id,
+        "is_new": is_new, "db_path": str(db_path) if db_path is not None else str(seeded_db), "task_ids": task_ids,
+        "compaction_status": "in_progress"}
+    if deps.stores.coordination is not None:   # db_path names the database; this says where in it
+        result["task_queue"] = {"backend": "postgresql", "database": str(seeded_db), "table": "apiary_tasks",
+                                "colony": colony_name}
     # Published before the job starts, so that it always precedes the job's own done/failed event.
     await session.publish("custom", {"name": "colony_compaction_status", "colony_name": colony_name,
                                      "queen_session_id": copy.session_id, "status": "in_progress"})

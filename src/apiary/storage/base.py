@@ -8,6 +8,7 @@ Invariants every backend keeps (the conformance suite in tests/storage checks th
 
 from __future__ import annotations
 
+import asyncio
 from abc import ABC, abstractmethod
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -145,6 +146,10 @@ class TaskQueue(ABC):
     async def events(self, task_id: str) -> list[dict[str, Any]]: ...
 
     @abstractmethod
+    async def remove(self, task_ids: list[str]) -> None:
+        """Delete these tasks (undo of a failed spawn's seeding)."""
+
+    @abstractmethod
     async def close(self) -> None: ...
 
 
@@ -185,12 +190,93 @@ class WorkerSessionStore(ABC):
     @abstractmethod
     async def write_index(self) -> None: ...
 
+    async def save(self, checkpoint: dict[str, Any], state: dict[str, Any], *, force_index: bool = False) -> None:
+        """A checkpoint and the state that names it, as one write where the backend can."""
+        await self.write_checkpoint(checkpoint, force_index=force_index)
+        await self.write_state(state)
+
+    async def end(self, state: dict[str, Any], run_id: str, event: str, now: float, error: str | None = None) -> None:
+        """The final state, the index and the run log line of an ended execution."""
+        await self.write_state(state)
+        await self.write_index()
+        await self.append_run(run_id, event, now, error)
+
+
+@dataclass
+class ClaimedExecution:
+    colony: str
+    id: str
+    session_id: str
+    entry_point: str
+    request: dict[str, Any]
+    attempts: int
+    cancel_reason: str | None = None
+
+
+class Coordination(ABC):
+    """What processes sharing one database use to split the work (PostgreSQL only).
+
+    Executions are rows claimed by worker processes under a lease; the mailbox carries messages
+    to a queen (``queen:<session id>``) or to one execution (``exec:<colony>/<id>``), and a
+    notification on ``CHANNEL`` with the target (or ``work`` for new executions) wakes whoever
+    waits. The registry keeps each colony's spec files so any host can run its workers.
+    """
+
+    CHANNEL = "apiary_control"
+    WORK = "work"
+
+    @abstractmethod
+    async def submit(self, colony: str, execution_id: str, session_id: str, entry_point: str,
+                     request: dict[str, Any]) -> bool:
+        """Queue an execution; False when it, or another on its entry point, is still active."""
+
+    @abstractmethod
+    async def claim_executions(self, worker: str, limit: int, lease_s: float) -> list[ClaimedExecution]:
+        """Pending executions and those whose lease expired, now held by ``worker``."""
+
+    @abstractmethod
+    async def renew(self, colony: str, execution_id: str, worker: str, lease_s: float) -> bool:
+        """Extend the lease; False when ``worker`` no longer holds it."""
+
+    @abstractmethod
+    async def finish(self, colony: str, execution_id: str, worker: str, outcome: str) -> bool: ...
+
+    @abstractmethod
+    async def release(self, colony: str, execution_id: str, worker: str) -> bool:
+        """Give the execution back (graceful shutdown): another worker resumes it."""
+
+    @abstractmethod
+    async def request_cancel(self, colony: str, execution_id: str, reason: str) -> str:
+        """``running`` (the holder is told), ``ended`` (it had not started: ended here) or ``not_found``."""
+
+    @abstractmethod
+    async def cancel_reason(self, colony: str, execution_id: str) -> str | None: ...
+
+    @abstractmethod
+    async def active_executions(self, colony: str) -> list[dict[str, Any]]: ...
+
+    @abstractmethod
+    async def post(self, target: str, body: dict[str, Any]) -> None: ...
+
+    @abstractmethod
+    async def take(self, target: str) -> list[dict[str, Any]]: ...
+
+    @abstractmethod
+    async def register_colony(self, name: str, session_id: str, files: dict[str, str]) -> None: ...
+
+    @abstractmethod
+    async def colony_files(self, name: str) -> dict[str, str] | None: ...
+
+    @abstractmethod
+    async def wake(self, target: str) -> None: ...
+
 
 class Stores(ABC):
     events: EventLog
     conversations: ConversationStore
     recordings: RecordingStore
     shared: bool = False   # other processes write to the same database (events need ordered fan-out)
+    coordination: Coordination | None = None   # set when executions run on worker processes
 
     def task_queue(self, colony: str, colony_dir: Path, *, lease_s: float) -> TaskQueue:
         """The colony's queue; by default its ``data/progress.db``."""
@@ -198,8 +284,22 @@ class Stores(ABC):
 
         return SqliteTaskQueue(colony_dir / "data" / "progress.db")
 
+    def worker_session(self, colony: str, path: Path, worker_session_id: str) -> WorkerSessionStore:
+        """One worker session; by default its folder ``path`` under the colony."""
+        from apiary.storage.worker_session_files import FileWorkerSession
+
+        return FileWorkerSession(path)
+
+    async def worker_session_ids(self, colony: str, root: Path) -> list[str]:
+        from apiary.storage.worker_session_files import file_worker_session_ids
+
+        return await asyncio.to_thread(file_worker_session_ids, root)
+
     def add_notification_callback(self, callback: Callable[[str, str | None], None]) -> None:
         """Called on notifications from other processes; local backends have none."""
+        return None
+
+    def remove_notification_callback(self, callback: Callable[[str, str | None], None]) -> None:
         return None
 
     @abstractmethod

@@ -73,12 +73,12 @@ async def _checkpoint_target(request: web.Request, *, need_state: bool) -> tuple
         require_safe_segment(checkpoint_id)
     stored_state = None
     if need_state:
-        if not colony.has_worker_session(worker_session):
+        if not await colony.has_worker_session(worker_session):
             raise NotFound("Session not found")
-        stored_state = colony.read_worker_state(worker_session)
+        stored_state = await colony.read_worker_state(worker_session)
         if not checkpoint_id:
             raise InvalidRequest("checkpoint_id is required; non-checkpoint resume is no longer supported")
-    checkpoint = colony.find_checkpoint(worker_session, checkpoint_id)
+    checkpoint = await colony.find_checkpoint(worker_session, checkpoint_id)
     if checkpoint is None:
         raise NotFound("Checkpoint not found")
     if not colony.has_entry_point(None):

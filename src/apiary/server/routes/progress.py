@@ -11,7 +11,7 @@ from typing import Any
 from aiohttp import web
 
 from apiary.colonies.views import checkpoints_json, worker_sessions_json
-from apiary.core.errors import InvalidRequest, NoColonyLoaded, NotFound
+from apiary.core.errors import Conflict, InvalidRequest, NoColonyLoaded, NotFound
 from apiary.core.safety import COLONY_NAME, require_safe_segment
 from apiary.server.routing import Route
 from apiary.server.sse import poll_stream
@@ -19,11 +19,20 @@ from apiary.server.state import app_state, live_session
 from apiary.storage.sqlite import progress_db
 
 
-def colony_db(request: web.Request) -> Path:
+def _colony_name(request: web.Request) -> str:
     name = require_safe_segment(request.match_info["colony_name"])
     if not COLONY_NAME.match(name):
         raise InvalidRequest("Invalid path parameter")
-    colony_dir = app_state(request).deps.layout.colony_dir(name)
+    return name
+
+
+def colony_db(request: web.Request) -> Path:
+    name = _colony_name(request)
+    deps = app_state(request).deps
+    if deps.stores.coordination is not None:
+        raise Conflict(f"Colony '{name}' keeps its tasks in PostgreSQL (table apiary_tasks), not in a "
+                       f"progress.db: use GET /api/colonies/{name}/progress/snapshot")
+    colony_dir = deps.layout.colony_dir(name)
     db = colony_dir / "data" / "progress.db"
     if not colony_dir.is_dir() or not db.is_file():
         raise NotFound(f"Colony '{name}' not found")
@@ -46,7 +55,23 @@ def _limit(request: web.Request) -> int:
         return 500
 
 
+async def _shared_snapshot(request: web.Request, name: str, limit: int) -> dict[str, Any]:
+    """The same answer from the shared queue (PostgreSQL)."""
+    deps = app_state(request).deps
+    colony_dir = deps.layout.colony_dir(name)
+    queue = deps.stores.task_queue(name, colony_dir, lease_s=deps.settings.colonies.stale_claim_s)
+    try:
+        snap = await queue.progress(limit)
+    finally:
+        await queue.close()
+    if not snap["items"] and not colony_dir.is_dir():
+        raise NotFound(f"Colony '{name}' not found")
+    return {"colony_name": name, "tasks": snap["tasks"], "items": snap["items"]}
+
+
 async def snapshot(request: web.Request) -> web.Response:
+    if app_state(request).deps.stores.coordination is not None:
+        return web.json_response(await _shared_snapshot(request, _colony_name(request), _limit(request)))
     db = colony_db(request)
     return web.json_response(await asyncio.to_thread(read_snapshot, db, _limit(request)))
 
@@ -65,8 +90,17 @@ def _version(db: Path) -> tuple[float, ...]:
 async def stream(request: web.Request) -> web.StreamResponse:
     """A snapshot at connect and after each change of the queue, at most once a second."""
     state = app_state(request)
-    db = colony_db(request)
     limit = _limit(request)
+    if state.deps.stores.coordination is not None:
+        name = _colony_name(request)
+        await _shared_snapshot(request, name, limit)   # 404 before the stream opens
+
+        async def shared() -> str:
+            return json.dumps(await _shared_snapshot(request, name, limit))
+
+        return await poll_stream(request, snapshot=shared, closed=lambda: state.bus.closed, period_s=1.0,
+                                 keepalive_s=state.settings.server.keepalive_s)
+    db = colony_db(request)
     seen: list[Any] = [None, ""]
 
     async def snapshot() -> str:
@@ -84,7 +118,7 @@ async def worker_sessions(request: web.Request) -> web.Response:
     session = await live_session(request)
     if session.colony is None:
         raise NoColonyLoaded()
-    return web.json_response(await asyncio.to_thread(worker_sessions_json, session.colony))
+    return web.json_response(await worker_sessions_json(session.colony))
 
 
 async def checkpoints(request: web.Request) -> web.Response:
@@ -92,10 +126,10 @@ async def checkpoints(request: web.Request) -> web.Response:
     if session.colony is None:
         raise NoColonyLoaded()
     worker_session_id = require_safe_segment(request.match_info["worker_session_id"])
-    files = session.colony.worker_session(worker_session_id)
+    files = await session.colony.worker_session(worker_session_id)
     if files is None:
         raise NotFound("Session not found")
-    return web.json_response(await asyncio.to_thread(checkpoints_json, files))
+    return web.json_response(await checkpoints_json(files))
 
 
 ROUTES = [

@@ -9,6 +9,7 @@ reconnects with backoff when the database restarts. Migrations run at open under
 from __future__ import annotations
 
 import hashlib
+import time
 from typing import Any
 
 from psycopg import AsyncConnection
@@ -27,6 +28,22 @@ def migration_hash(sql: str) -> str:
 async def _configure(conn: AsyncConnection[Any]) -> None:
     conn.prepare_threshold = None
     await conn.set_autocommit(True)
+
+
+CHECK_AFTER_IDLE_S = 5.0
+_returned_at: dict[int, float] = {}
+
+
+async def _mark_returned(conn: AsyncConnection[Any]) -> None:
+    _returned_at[id(conn)] = time.monotonic()
+
+
+async def _check_if_idle(conn: AsyncConnection[Any]) -> None:
+    """The pool's health check, for connections idle long enough to have gone stale: one lent a
+    moment ago is not worth a round trip each time (that was a quarter of a task claim's cost)."""
+    returned = _returned_at.pop(id(conn), None)
+    if returned is None or time.monotonic() - returned > CHECK_AFTER_IDLE_S:
+        await AsyncConnectionPool.check_connection(conn)
 
 
 class PgDatabase:
@@ -50,7 +67,7 @@ class PgDatabase:
         except Exception as exc:
             raise StorageError(f"cannot connect to PostgreSQL: {exc}".strip()) from exc
         pool = AsyncConnectionPool(url, min_size=min_size, max_size=max_size, open=False, configure=_configure,
-                                   check=AsyncConnectionPool.check_connection, reconnect_timeout=300,
+                                   check=_check_if_idle, reset=_mark_returned, reconnect_timeout=300,
                                    kwargs={"row_factory": tuple_row})
         try:
             await pool.open(wait=True, timeout=30)

@@ -74,4 +74,27 @@ MIGRATIONS: Final[tuple[tuple[str, str], ...]] = (
         CREATE INDEX apiary_mailbox_open ON apiary_mailbox (target) WHERE NOT taken;
         """,
     ),
+    (
+        "m007_executions",
+        """
+        CREATE TABLE apiary_executions (
+            colony TEXT NOT NULL, id TEXT NOT NULL, session_id TEXT NOT NULL, entry_point TEXT NOT NULL,
+            request TEXT NOT NULL, status TEXT NOT NULL DEFAULT 'pending', worker TEXT, lease_until TIMESTAMPTZ,
+            attempts INTEGER NOT NULL DEFAULT 0, cancel_reason TEXT, outcome TEXT,
+            created_at TIMESTAMPTZ NOT NULL DEFAULT now(), updated_at TIMESTAMPTZ NOT NULL DEFAULT now(),
+            PRIMARY KEY (colony, id));
+        CREATE UNIQUE INDEX apiary_executions_one_per_stream ON apiary_executions (colony, entry_point)
+            WHERE status IN ('pending', 'running');
+        CREATE INDEX apiary_executions_claimable ON apiary_executions (created_at)
+            WHERE status IN ('pending', 'running');
+        """,
+    ),
+    (
+        "m008_task_claim_order",
+        """
+        CREATE INDEX apiary_tasks_claim_order ON apiary_tasks
+            (colony, priority DESC, seq ASC NULLS FIRST, created_at, id) WHERE status = 'pending';
+        DROP INDEX apiary_tasks_claimable;
+        """,
+    ),
 )

@@ -26,6 +26,10 @@ class PgNotifier:
     def add_callback(self, callback: Callback) -> None:
         self._callbacks.append(callback)
 
+    def remove_callback(self, callback: Callback) -> None:
+        if callback in self._callbacks:
+            self._callbacks.remove(callback)
+
     def start(self) -> None:
         self._task = asyncio.create_task(self._listen_forever(), name="pg-notifier")
 
@@ -56,7 +60,7 @@ class PgNotifier:
                 logger.warning("LISTEN connection lost (%s); reconnecting", exc)
 
     def _dispatch(self, channel: str, payload: str | None) -> None:
-        for callback in self._callbacks:
+        for callback in list(self._callbacks):   # a callback may remove itself
             try:
                 callback(channel, payload)
             except Exception:

@@ -5,14 +5,16 @@ from __future__ import annotations
 from collections.abc import Callable
 from pathlib import Path
 
-from apiary.storage.base import Stores, TaskQueue
+from apiary.storage.base import Stores, TaskQueue, WorkerSessionStore
 from apiary.storage.postgres.conversations import PgConversationStore, PgRecordingStore
+from apiary.storage.postgres.coordination import PgCoordination
 from apiary.storage.postgres.database import PgDatabase
 from apiary.storage.postgres.events import CHANNEL as EVENTS_CHANNEL
 from apiary.storage.postgres.events import PgEventLog
 from apiary.storage.postgres.notify import PgNotifier
 from apiary.storage.postgres.tasks import CHANNEL as TASKS_CHANNEL
 from apiary.storage.postgres.tasks import PgTaskQueue
+from apiary.storage.postgres.worker_sessions import PgWorkerSession, list_worker_sessions
 
 CONTROL_CHANNEL = "apiary_control"
 
@@ -26,6 +28,7 @@ class PgStores(Stores):
         self.events = PgEventLog(db)
         self.conversations = PgConversationStore(db)
         self.recordings = PgRecordingStore(db)
+        self.coordination = PgCoordination(db)
 
     @classmethod
     async def open(cls, url: str) -> PgStores:
@@ -37,8 +40,17 @@ class PgStores(Stores):
     def task_queue(self, colony: str, colony_dir: Path, *, lease_s: float) -> TaskQueue:
         return PgTaskQueue(self.db, colony, lease_s=lease_s)
 
+    def worker_session(self, colony: str, path: Path, worker_session_id: str) -> WorkerSessionStore:
+        return PgWorkerSession(self.db, colony, worker_session_id)
+
+    async def worker_session_ids(self, colony: str, root: Path) -> list[str]:
+        return await list_worker_sessions(self.db, colony)
+
     def add_notification_callback(self, callback: Callable[[str, str | None], None]) -> None:
         self.notifier.add_callback(callback)
+
+    def remove_notification_callback(self, callback: Callable[[str, str | None], None]) -> None:
+        self.notifier.remove_callback(callback)
 
     async def notify(self, channel: str, payload: str) -> None:
         await self.db.execute("SELECT pg_notify(%s, %s)", (channel, payload))

@@ -22,7 +22,9 @@ STATUSES = ("pending", "claimed", "in_progress", "done", "failed")
 CHANNEL = "apiary_tasks"
 _RETURNING = ("id, goal, payload, worker_id, claim_token, claimed_at, priority, seq, retry_count, max_retries,"
               " parent_task_id")
-_ORDER = "priority DESC, seq ASC NULLS FIRST, created_at, id"
+_ORDER = "priority DESC, seq ASC NULLS FIRST, created_at, id"   # the index apiary_tasks_claim_order
+_NO_OPEN_ITEMS = (" AND NOT EXISTS (SELECT 1 FROM jsonb_array_elements(COALESCE(sop_items, '[]')::jsonb) s"
+                  " WHERE (s->>'required')::boolean AND s->>'done_at' IS NULL)")
 
 
 def _iso(value: Any) -> Any:
@@ -73,31 +75,29 @@ class PgTaskQueue(TaskQueue):
                   f"(SELECT id FROM apiary_tasks WHERE colony = %s AND status = 'pending' ORDER BY {_ORDER}"
                   " LIMIT 1 FOR UPDATE SKIP LOCKED)")
         params: tuple[Any, ...] = (task_id,) if task_id else (self.colony,)
-        sql = (f"UPDATE apiary_tasks SET status = 'claimed', worker_id = %s, claim_token = %s, claimed_at = now(),"
-               f" updated_at = now(), lease_until = now() + make_interval(secs => %s)"
-               f" WHERE colony = %s AND status = 'pending' AND id = {target} RETURNING {_RETURNING}")
+        # One statement (the claim and its audit row): atomic without BEGIN/COMMIT round trips.
+        sql = (f"WITH c AS (UPDATE apiary_tasks SET status = 'claimed', worker_id = %s, claim_token = %s,"
+               f" claimed_at = now(), updated_at = now(), lease_until = now() + make_interval(secs => %s)"
+               f" WHERE colony = %s AND status = 'pending' AND id = {target} RETURNING {_RETURNING}),"
+               " a AS (INSERT INTO apiary_task_events (colony, task_id, worker_id, kind, from_status, to_status)"
+               " SELECT %s, id, %s, 'claimed', 'pending', 'claimed' FROM c) SELECT * FROM c")
         token = secrets.token_hex(8)
-        async with self._db.pool.connection() as conn, conn.transaction():
-            cur = await conn.execute(sql, (worker_id, token, self.lease_s, self.colony, *params))
-            row = await cur.fetchone()
-            if row is None:
-                return None
-            await conn.execute(*self._log(row[0], worker_id, "claimed", "pending", "claimed"))
-        return _claimed(row)
+        row = await self._db.fetchone(sql, (worker_id, token, self.lease_s, self.colony, *params, self.colony,
+                                            worker_id))
+        return _claimed(row) if row is not None else None
 
     async def _held(self, task_id: str, worker_id: str, set_sql: str, kind: str, to_status: str | None,
-                    params: tuple[Any, ...] = (), detail: str | None = None) -> bool:
-        async with self._db.pool.connection() as conn, conn.transaction():
-            cur = await conn.execute(
-                f"UPDATE apiary_tasks SET {set_sql}, updated_at = now() WHERE colony = %s AND id = %s"
-                " AND worker_id = %s AND status IN ('claimed', 'in_progress') RETURNING status",
-                (*params, self.colony, task_id, worker_id))
-            row = await cur.fetchone()
-            if row is None:
-                return False
-            if kind != "heartbeat":
-                await conn.execute(*self._log(task_id, worker_id, kind, None, to_status, detail))
-        return True
+                    params: tuple[Any, ...] = (), detail: str | None = None, *, extra_where: str = "") -> bool:
+        update = (f"UPDATE apiary_tasks SET {set_sql}, updated_at = now() WHERE colony = %s AND id = %s"
+                  f" AND worker_id = %s AND status IN ('claimed', 'in_progress'){extra_where} RETURNING id")
+        values = (*params, self.colony, task_id, worker_id)
+        if kind == "heartbeat":
+            return await self._db.fetchone(update, values) is not None
+        row = await self._db.fetchone(
+            f"WITH u AS ({update}), a AS (INSERT INTO apiary_task_events (colony, task_id, worker_id, kind,"
+            " from_status, to_status, detail) SELECT %s, id, %s, %s, NULL, %s, %s FROM u) SELECT id FROM u",
+            (*values, self.colony, worker_id, kind, to_status, detail))
+        return row is not None
 
     async def heartbeat(self, task_id: str, worker_id: str) -> bool:
         return await self._held(task_id, worker_id, "lease_until = now() + make_interval(secs => %s)", "heartbeat",
@@ -108,6 +108,10 @@ class PgTaskQueue(TaskQueue):
                                 "started", "in_progress")
 
     async def complete(self, task_id: str, worker_id: str) -> bool:
+        # The checklist is checked in the same statement; only a refusal reads the row again to say why.
+        if await self._held(task_id, worker_id, "status = 'done', completed_at = now(), lease_until = NULL", "done",
+                            "done", extra_where=_NO_OPEN_ITEMS):
+            return True
         row = await self._db.fetchone("SELECT sop_items FROM apiary_tasks WHERE colony = %s AND id = %s",
                                       (self.colony, task_id))
         open_items = [s["key"] for s in json.loads(row[0] or "[]") if s.get("required") and not s.get("done_at")] \
@@ -115,8 +119,7 @@ class PgTaskQueue(TaskQueue):
         if open_items:
             raise Conflict(f"task {task_id} has open required checklist items: {', '.join(open_items)}",
                            open_items=open_items)
-        return await self._held(task_id, worker_id, "status = 'done', completed_at = now(), lease_until = NULL",
-                                "done", "done")
+        return False
 
     async def fail(self, task_id: str, worker_id: str, error: str) -> bool:
         return await self._held(task_id, worker_id, "status = 'failed', completed_at = now(), last_error = %s,"
@@ -125,6 +128,9 @@ class PgTaskQueue(TaskQueue):
     async def release(self, task_id: str, worker_id: str) -> bool:
         return await self._held(task_id, worker_id, "status = 'pending', worker_id = NULL, claim_token = NULL,"
                                 " claimed_at = NULL, started_at = NULL, lease_until = NULL", "released", "pending")
+
+    async def remove(self, task_ids: list[str]) -> None:
+        await self._db.execute("DELETE FROM apiary_tasks WHERE colony = %s AND id = ANY(%s)", (self.colony, task_ids))
 
     async def reclaim_stale(self, stale_claim_s: float | None = None) -> int:
         async with self._db.pool.connection() as conn, conn.transaction():

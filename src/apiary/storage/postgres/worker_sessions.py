@@ -72,6 +72,31 @@ class PgWorkerSession(WorkerSessionStore):
             (self.colony, self.id, checkpoint_id))
         return json.loads(row[0]) if row else None
 
+    async def save(self, checkpoint: dict[str, Any], state: dict[str, Any], *, force_index: bool = False) -> None:
+        number = int(str(checkpoint["checkpoint_id"]).rsplit("_", 1)[-1])
+        await self._db.transaction([
+            ("INSERT INTO apiary_checkpoints (colony, session_id, n, checkpoint_id, body) VALUES (%s, %s, %s, %s, %s)"
+             " ON CONFLICT (colony, session_id, checkpoint_id) DO UPDATE SET body = EXCLUDED.body",
+             (self.colony, self.id, number, checkpoint["checkpoint_id"], json.dumps(checkpoint, ensure_ascii=False))),
+            ("INSERT INTO apiary_worker_sessions (colony, id, state) VALUES (%s, %s, %s) ON CONFLICT (colony, id)"
+             " DO UPDATE SET state = EXCLUDED.state", (self.colony, self.id, json.dumps(state, ensure_ascii=False)))])
+
+    async def end(self, state: dict[str, Any], run_id: str, event: str, now: float, error: str | None = None) -> None:
+        line: dict[str, Any] = {"run_id": run_id, "event": event, "timestamp": utc_iso(now), "created_at": now}
+        if error is not None:
+            line["error"] = error[:500]
+        await self._db.transaction([
+            ("INSERT INTO apiary_worker_sessions (colony, id, state) VALUES (%s, %s, %s) ON CONFLICT (colony, id)"
+             " DO UPDATE SET state = EXCLUDED.state", (self.colony, self.id, json.dumps(state, ensure_ascii=False))),
+            ("INSERT INTO apiary_worker_runs (colony, session_id, line) VALUES (%s, %s, %s)",
+             (self.colony, self.id, json.dumps(line)))])
+
+    async def latest_checkpoint(self) -> dict[str, Any] | None:
+        row = await self._db.fetchone(
+            "SELECT body FROM apiary_checkpoints WHERE colony = %s AND session_id = %s ORDER BY n DESC LIMIT 1",
+            (self.colony, self.id))
+        return json.loads(row[0]) if row else None
+
     async def write_index(self) -> None:
         return None   # the table is the index
 

@@ -175,6 +175,13 @@ class SqliteTaskQueue(TaskQueue):
     async def release(self, task_id: str, worker_id: str) -> bool:
         return await self._run(pdb.release, task_id, worker_id)
 
+    async def remove(self, task_ids: list[str]) -> None:
+        def delete(conn: sqlite3.Connection) -> None:
+            with pdb.write_transaction(conn):
+                conn.executemany("DELETE FROM tasks WHERE id = ?", [(i,) for i in task_ids])
+
+        await self._run(delete)
+
     async def reclaim_stale(self, stale_claim_s: float) -> int:
         return await self._run(pdb.reclaim_stale, stale_claim_s=stale_claim_s)
 

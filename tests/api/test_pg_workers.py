@@ -1,0 +1,147 @@
+"""PostgreSQL mode in one process: the API server queues executions and its embedded worker claims
+them from ``apiary_executions``; checkpoints, worker sessions and the task queue live in the database."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import psycopg
+
+from colony_helpers import FAST, history, of_type, open_colony, trigger, wait_events, write_colony
+from helpers import create_session, wait_until
+
+FINAL = ("execution_completed", "execution_failed", "execution_paused")
+
+
+async def pg_client(make_client, pg_url: str, **colonies: Any):
+    return await make_client(database_url=pg_url, colonies={**FAST, "worker_lease_s": 3.0, "worker_poll_s": 0.2,
+                                                           **colonies})
+
+
+def rows(pg_url: str, sql: str, *params: Any) -> list[tuple[Any, ...]]:
+    with psycopg.connect(pg_url) as conn:
+        return list(conn.execute(sql, params).fetchall())
+
+
+async def seed(pg_url: str, colony: str, goals: list[str]) -> list[str]:
+    from apiary.storage.postgres.database import PgDatabase
+    from apiary.storage.postgres.tasks import PgTaskQueue
+
+    db = await PgDatabase.open(pg_url)
+    try:
+        return await PgTaskQueue(db, colony).enqueue([{"goal": g} for g in goals], "queen_create")
+    finally:
+        await db.close()
+
+
+async def test_trigger_runs_on_a_worker_and_everything_lands_in_postgres(make_client, home: Path, pg_url: str):
+    client = await pg_client(make_client, pg_url)
+    colony = write_colony(home, "pgc", goal="Count the bees")
+    [task_id] = await seed(pg_url, "pgc", ["count them"])
+    sid = (await open_colony(client, colony))["session_id"]
+    execution_id = (await trigger(client, sid))["execution_id"]
+    [final] = await wait_events(client, sid, of_type(*FINAL, execution_id=execution_id), timeout=20,
+                                what="the execution to end")
+    assert final["type"] == "execution_completed", final
+    # The execution row was claimed by a worker and ended; no progress.db was made.
+    [(status, outcome, worker, attempts)] = rows(
+        pg_url, "SELECT status, outcome, worker, attempts FROM apiary_executions WHERE colony = 'pgc' AND id = %s",
+        execution_id)
+    assert (status, outcome, attempts) == ("ended", "completed", 1) and worker
+    assert not (colony / "data" / "progress.db").exists()
+    assert rows(pg_url, "SELECT status, worker_id FROM apiary_tasks WHERE colony = 'pgc'") == [("done", execution_id)]
+    # Worker sessions and checkpoints are served from the database.
+    listed = await (await client.get(f"/api/sessions/{sid}/worker-sessions")).json()
+    [ws] = [w for w in listed["worker_sessions"] if w["worker_session_id"] == execution_id]
+    assert ws["status"] == "completed" and ws["checkpoint_count"] >= 2
+    cps = await (await client.get(f"/api/sessions/{sid}/worker-sessions/{execution_id}/checkpoints")).json()
+    assert len(cps["checkpoints"]) == ws["checkpoint_count"]
+    assert rows(pg_url, "SELECT count(*) FROM apiary_checkpoints WHERE colony = 'pgc' AND session_id = %s",
+                execution_id) == [(ws["checkpoint_count"],)]
+    # The report reached the queen's side: the worker is listed as finished, the queue as done.
+    workers = await (await client.get(f"/api/sessions/{sid}/workers")).json()
+    assert [w["worker_id"] for w in workers["workers"]] == [execution_id]
+    snap = await (await client.get("/api/colonies/pgc/progress/snapshot")).json()
+    assert snap["tasks"]["done"] == 1 and [i["id"] for i in snap["items"]] == [task_id]
+    browse = await client.get("/api/colonies/pgc/data/tables")
+    assert browse.status == 409 and "PostgreSQL" in (await browse.json())["error"]
+    # Resume from a checkpoint goes through a worker too.
+    first_cp = cps["checkpoints"][0]["checkpoint_id"]
+    resp = await client.post(f"/api/sessions/{sid}/resume", json={"session_id": execution_id,
+                                                                  "checkpoint_id": first_cp})
+    assert resp.status == 200, await resp.text()
+    events = await wait_events(client, sid, of_type("execution_resumed", execution_id=execution_id), timeout=20,
+                               what="the resume")
+    assert events[0]["data"]["checkpoint_id"] == first_cp
+
+
+async def test_stop_reaches_the_worker_and_the_stream_is_free_again(make_client, home: Path, pg_url: str):
+    client = await pg_client(make_client, pg_url, cancel_grace_s=1.0)
+    colony = write_colony(home, "slow", goal="Take your time\ndemo:delay 400")
+    await seed(pg_url, "slow", ["a slow task"])
+    sid = (await open_colony(client, colony))["session_id"]
+    execution_id = (await trigger(client, sid))["execution_id"]
+    await wait_events(client, sid, of_type("llm_text_delta", execution_id=execution_id), timeout=20,
+                      what="the worker to stream")
+    busy = await client.post(f"/api/sessions/{sid}/trigger", json={"session_state": {"resume_session_id": "x1"}})
+    assert busy.status in (200, 409)   # a new trigger restarts the stream (SPEC), never runs two at once
+    if busy.status == 200:
+        execution_id = (await busy.json())["execution_id"]
+        await wait_events(client, sid, of_type("llm_text_delta", execution_id=execution_id), timeout=20,
+                          what="the restarted execution to stream")
+    resp = await client.post(f"/api/sessions/{sid}/stop", json={"execution_id": execution_id})
+    body = await resp.json()
+    # 200 means the worker ended the execution within the 1 s grace (202 would say it had not yet).
+    assert resp.status == 200 and body["stopped"] is True, body
+    [final] = await wait_events(client, sid, of_type(*FINAL, execution_id=execution_id), timeout=5, what="final")
+    assert final["type"] == "execution_failed" and final["data"].get("cancelled") is True
+    last_id = (await history(client, sid))[-1]["id"]
+    assert rows(pg_url, "SELECT outcome FROM apiary_executions WHERE colony = 'slow' AND id = %s",
+                execution_id) == [("cancelled",)]
+    stop_again = await client.post(f"/api/sessions/{sid}/stop", json={"execution_id": execution_id})
+    assert stop_again.status == 404
+    # Nothing of the stopped execution follows its final event.
+    await wait_until(lambda: True, timeout=0.1)
+    later = [e for e in await history(client, sid, after=last_id) if e.get("execution_id") == execution_id]
+    assert later == []
+
+
+async def test_pause_and_a_pending_execution_without_workers(make_client, home: Path, pg_url: str):
+    client = await pg_client(make_client, pg_url, embedded_workers=0)   # no one to claim it
+    colony = write_colony(home, "idle", goal="Nobody runs this")
+    sid = (await open_colony(client, colony))["session_id"]
+    execution_id = (await trigger(client, sid))["execution_id"]
+    workers = await (await client.get(f"/api/sessions/{sid}/workers")).json()
+    assert [(w["worker_id"], w["status"]) for w in workers["workers"]] == [(execution_id, "pending")]
+    resp = await client.post(f"/api/sessions/{sid}/pause")
+    body = await resp.json()
+    assert resp.status == 200 and body["cancelled"] == [execution_id], body
+    assert rows(pg_url, "SELECT status, outcome FROM apiary_executions WHERE id = %s", execution_id) == [
+        ("ended", "cancelled")]
+    [final] = await wait_events(client, sid, of_type(*FINAL, execution_id=execution_id), what="final event")
+    assert final["data"]["cancelled"] is True
+
+
+async def test_colony_spawn_seeds_the_shared_queue(make_client, pg_url: str):
+    client = await pg_client(make_client, pg_url)
+    queen = await create_session(client)
+    await wait_events(client, queen["session_id"], of_type("client_input_requested"), what="the queen to park")
+    resp = await client.post(f"/api/sessions/{queen['session_id']}/colony-spawn", json={
+        "colony_name": "spawned", "tasks": [{"goal": "one"}, {"goal": "two"}]})
+    body = await resp.json()
+    assert resp.status == 200, body
+    assert body["task_queue"] == {"backend": "postgresql", "database": body["db_path"], "table": "apiary_tasks",
+                                  "colony": "spawned"}
+    assert body["db_path"] == pg_url   # no password in this URL; one would show as ***
+    assert sorted(r[0] for r in rows(pg_url, "SELECT goal FROM apiary_tasks WHERE colony = 'spawned'")) == [
+        "one", "two"]
+    assert sorted(body["task_ids"]) == sorted(r[0] for r in rows(
+        pg_url, "SELECT id FROM apiary_tasks WHERE colony = 'spawned'"))
+
+
+def test_database_urls_are_shown_without_their_password():
+    from apiary.core.urls import redact_url
+
+    assert redact_url("postgresql://bee:s3cret@db.example:6432/hive") == "postgresql://bee:***@db.example:6432/hive"
+    assert redact_url("postgresql://bee@db/hive") == "postgresql://bee@db/hive"
