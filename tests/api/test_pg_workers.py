@@ -145,3 +145,21 @@ def test_database_urls_are_shown_without_their_password():
 
     assert redact_url("postgresql://bee:s3cret@db.example:6432/hive") == "postgresql://bee:***@db.example:6432/hive"
     assert redact_url("postgresql://bee@db/hive") == "postgresql://bee@db/hive"
+
+
+async def test_a_session_is_served_by_one_api_server_at_a_time(make_client, pg_url: str):
+    first = await pg_client(make_client, pg_url)
+    sid = (await create_session(first))["session_id"]
+    # A second API server on the same database (and, here, the same home folder).
+    second = await pg_client(make_client, pg_url)
+    resp = await second.post(f"/api/sessions/{sid}/chat", json={"message": "hello"})   # would restore the queen
+    body = await resp.json()
+    assert resp.status == 409 and "served by another API server" in body["error"], body
+    holder = rows(pg_url, "SELECT owner FROM apiary_session_leases WHERE session_id = %s", sid)
+    assert holder and body["held_by"] == holder[0][0]
+    assert (await first.post(f"/api/sessions/{sid}/chat", json={"message": "hello"})).status == 200
+    await first.close()   # shutdown gives the leases up
+    assert rows(pg_url, "SELECT count(*) FROM apiary_session_leases WHERE session_id = %s", sid) == [(0,)]
+    resp = await second.post(f"/api/sessions/{sid}/chat", json={"message": "hello again"})
+    assert resp.status == 200, await resp.text()
+    assert rows(pg_url, "SELECT owner FROM apiary_session_leases WHERE session_id = %s", sid) != holder

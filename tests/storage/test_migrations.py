@@ -95,6 +95,7 @@ PG_SHIPPED = [
     ("m006_colonies_and_mailbox", "6ef2dd9b527a3279"),
     ("m007_executions", "1b8888a886c5401c"),
     ("m008_task_claim_order", "d57ac34982346c12"),
+    ("m009_session_leases", "53467649f9e4ed59"),
 ]
 
 

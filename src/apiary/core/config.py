@@ -31,6 +31,7 @@ class ServerSettings(BaseModel, frozen=True):
 
 class SessionSettings(BaseModel, frozen=True):
     park_idle_s: float = 1800.0
+    lease_s: float = Field(default=15.0, gt=0)   # PostgreSQL: how long a dead API server keeps its sessions
 
 
 class ColonySettings(BaseModel, frozen=True):

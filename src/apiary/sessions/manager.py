@@ -17,6 +17,7 @@ from apiary.core.safety import require_safe_segment
 from apiary.llm.registry import parse_model_spec
 from apiary.sessions.deps import SessionDeps
 from apiary.sessions.files import StoredSession
+from apiary.sessions.leases import SessionLeases
 from apiary.sessions.parking import Parking
 from apiary.sessions.phases import PHASES
 from apiary.sessions.profiles import DEFAULT_QUEEN, QueenProfile, classify, get_profile
@@ -43,6 +44,9 @@ class SessionManager:
         self.deps = deps
         self.live: dict[str, Session] = {}       # in memory; parked sessions are in ``parking.records``
         self._locks: dict[str, asyncio.Lock] = {}
+        coordination = deps.stores.coordination
+        self.leases = SessionLeases(coordination, lease_s=deps.settings.sessions.lease_s, tasks=deps.tasks) \
+            if coordination is not None else None   # several API servers on one database
         self.parking = Parking(self)
 
     def _lock(self, session_id: str) -> asyncio.Lock:
@@ -146,6 +150,8 @@ class SessionManager:
         assert profile is not None
         model_spec = model or str(meta.get("model") or self.deps.settings.model)
         phase = phase or str(meta.get("phase") or "independent")
+        if self.leases is not None:
+            await self.leases.acquire(stored.session_id)
         llm = self.deps.make_llm(model_spec)
         meta = stored.merge_meta({"created_at": meta.get("created_at", self.deps.clock.now()),
                                   "queen_id": profile.id, "phase": phase, "model": model_spec},
@@ -193,6 +199,8 @@ class SessionManager:
         if session.mcp:
             await session.mcp.aclose()
         await session.llm.aclose()
+        if self.leases is not None:
+            await self.leases.release(session.id)
 
     async def delete_stored(self, session_id: str) -> None:
         require_safe_segment(session_id)
@@ -216,6 +224,8 @@ class SessionManager:
         sessions = list(self.live.values())
         self.live.clear()
         await asyncio.gather(*(self._stop(s) for s in sessions), return_exceptions=True)
+        if self.leases is not None:
+            await self.leases.release_all()
 
     # -- listings --------------------------------------------------------------------------------
 

@@ -270,6 +270,17 @@ class Coordination(ABC):
     @abstractmethod
     async def wake(self, target: str) -> None: ...
 
+    @abstractmethod
+    async def lease_session(self, session_id: str, owner: str, lease_s: float) -> str:
+        """Take or renew the lease of a session for ``owner``; returns its holder afterwards."""
+
+    @abstractmethod
+    async def renew_sessions(self, owner: str, lease_s: float) -> None: ...
+
+    @abstractmethod
+    async def release_session(self, session_id: str | None, owner: str) -> None:
+        """Give up one session's lease (or, with None, every lease of ``owner``)."""
+
 
 class Stores(ABC):
     events: EventLog

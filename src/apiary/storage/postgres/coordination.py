@@ -132,3 +132,28 @@ class PgCoordination(Coordination):
 
     async def wake(self, target: str) -> None:
         await self._db.execute("SELECT pg_notify(%s, %s)", (self.CHANNEL, target))
+
+    # -- session leases ----------------------------------------------------------------------------
+
+    async def lease_session(self, session_id: str, owner: str, lease_s: float) -> str:
+        row = await self._db.fetchone(
+            "INSERT INTO apiary_session_leases (session_id, owner, lease_until) VALUES (%s, %s, now() +"
+            " make_interval(secs => %s)) ON CONFLICT (session_id) DO UPDATE SET owner = EXCLUDED.owner,"
+            " lease_until = EXCLUDED.lease_until WHERE apiary_session_leases.owner = EXCLUDED.owner"
+            " OR apiary_session_leases.lease_until < now() RETURNING owner", (session_id, owner, lease_s))
+        if row is not None:
+            return str(row[0])
+        held = await self._db.fetchone("SELECT owner FROM apiary_session_leases WHERE session_id = %s",
+                                       (session_id,))
+        return str(held[0]) if held else owner
+
+    async def renew_sessions(self, owner: str, lease_s: float) -> None:
+        await self._db.execute("UPDATE apiary_session_leases SET lease_until = now() + make_interval(secs => %s)"
+                               " WHERE owner = %s", (lease_s, owner))
+
+    async def release_session(self, session_id: str | None, owner: str) -> None:
+        if session_id is None:
+            await self._db.execute("DELETE FROM apiary_session_leases WHERE owner = %s", (owner,))
+        else:
+            await self._db.execute("DELETE FROM apiary_session_leases WHERE session_id = %s AND owner = %s",
+                                   (session_id, owner))

@@ -97,4 +97,12 @@ MIGRATIONS: Final[tuple[tuple[str, str], ...]] = (
         DROP INDEX apiary_tasks_claimable;
         """,
     ),
+    (
+        "m009_session_leases",
+        """
+        CREATE TABLE apiary_session_leases (session_id TEXT PRIMARY KEY, owner TEXT NOT NULL,
+            lease_until TIMESTAMPTZ NOT NULL);
+        CREATE INDEX apiary_session_leases_owner ON apiary_session_leases (owner);
+        """,
+    ),
 )
