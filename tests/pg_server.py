@@ -34,8 +34,9 @@ def free_port() -> int:
 
 
 class PostgresServer:
-    def __init__(self, bindir: Path) -> None:
+    def __init__(self, bindir: Path, *, durable: bool = False) -> None:
         self.bindir = bindir
+        self.durable = durable
         self.root = Path(tempfile.mkdtemp(prefix="apiary-pg-"))
         self.data = self.root / "data"
         self.port = free_port()
@@ -52,8 +53,13 @@ class PostgresServer:
             shutil.chown(self.root, "postgres", "postgres")
         self._run(str(self.bindir / "initdb"), "-D", str(self.data), "-U", "apiary", "-A", "trust",
                   "--no-sync", "-E", "UTF8")
-        options = (f"-c listen_addresses=127.0.0.1 -c port={self.port} -c unix_socket_directories={self.root}"
-                   " -c fsync=off -c synchronous_commit=off -c full_page_writes=off -c max_connections=200")
+        return self._start()
+
+    def _start(self) -> PostgresServer:
+        options = f"-c listen_addresses=127.0.0.1 -c port={self.port} -c unix_socket_directories={self.root}" \
+                  " -c max_connections=200"
+        if not self.durable:   # fast for tests; a crash may lose the last commits
+            options += " -c fsync=off -c synchronous_commit=off -c full_page_writes=off"
         self._run(str(self.bindir / "pg_ctl"), "-D", str(self.data), "-o", options, "-l",
                   str(self.root / "log.txt"), "-w", "start")
         deadline = time.monotonic() + 30
@@ -64,6 +70,13 @@ class PostgresServer:
                 return self
             time.sleep(0.2)
         raise RuntimeError("PostgreSQL did not start: " + (self.root / "log.txt").read_text()[-2000:])
+
+    def crash(self) -> None:
+        """Stop at once, as a crash would (the data stays: ``restart`` brings the same server back)."""
+        self._run(str(self.bindir / "pg_ctl"), "-D", str(self.data), "-m", "immediate", "stop", check=False)
+
+    def restart(self) -> PostgresServer:
+        return self._start()
 
     def url(self, database: str = "postgres") -> str:
         return f"postgresql://apiary@127.0.0.1:{self.port}/{database}"

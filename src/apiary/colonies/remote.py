@@ -88,9 +88,20 @@ class RemoteStream:
             await self.cancel(execution_id, RESTARTED)
         rt = self.runtime
         async with self._lock:
-            queued = not self.active and await self.coordination.submit(
-                rt.name, request.execution_id, rt.session_id, self.id,
-                {**request_json(request), "worker_model": rt.worker_model_spec})
+            queued = await self._submit(request)
+            if not queued:
+                # The database still has one of this stream's executions active (one that is ending right
+                # now, or one this side did not know of): restart it, as a local stream does, and wait.
+                for row in await self.coordination.active_executions(rt.name):
+                    if row.get("entry_point") != self.id:
+                        continue
+                    if str(row["id"]) not in self.active:
+                        self.adopt(row)
+                    await self.cancel(str(row["id"]), RESTARTED)
+                deadline = rt.clock.monotonic() + rt.settings.colonies.cancel_grace_s
+                while not queued and rt.clock.monotonic() < deadline:
+                    await asyncio.sleep(0.05)
+                    queued = await self._submit(request)
             if not queued:
                 ids = self.active_ids() or [request.execution_id]
                 raise AlreadyRunning(
@@ -99,6 +110,11 @@ class RemoteStream:
             execution = RemoteExecution(request, started_at=rt.clock.now())
             self.active[execution.id] = execution
             return execution
+
+    async def _submit(self, request: ExecutionRequest) -> bool:
+        rt = self.runtime
+        return await self.coordination.submit(rt.name, request.execution_id, rt.session_id, self.id,
+                                              {**request_json(request), "worker_model": rt.worker_model_spec})
 
     def adopt(self, row: dict[str, Any]) -> None:
         """An execution still active in the database when the colony loads (e.g. after a restart)."""

@@ -340,7 +340,8 @@ async def run_worker(settings: Settings, *, concurrency: int, stopping: asyncio.
 
     home = settings.home_dir
     home.mkdir(parents=True, exist_ok=True)
-    stores = await open_stores(settings.database_url, home=home)
+    stores = await open_stores(settings.database_url, home=home,
+                                           listen_url=settings.database_listen_url)
     try:
         if stores.coordination is None:
             raise ConfigurationError("apiary worker needs a shared database: --database postgresql://...")

@@ -81,6 +81,8 @@ class Settings(BaseSettings):
 
     home: Path = Path("~/.apiary")
     database_url: str = ""
+    # LISTEN needs a session of its own: behind a pooler in transaction mode, name a direct URL here.
+    database_listen_url: str = ""
     model: str = "demo"
     worker_model: str = ""
     openai_api_key: SecretStr | None = Field(

@@ -41,7 +41,8 @@ async def build_app(settings: Settings, *, stores: Stores | None = None, llm_fac
     home = settings.home_dir
     home.mkdir(parents=True, exist_ok=True)
     clock = clock or SystemClock()
-    stores = stores or await open_stores(settings.database_url, home=home)
+    stores = stores or await open_stores(settings.database_url, home=home,
+                                           listen_url=settings.database_listen_url)
     layout = Layout(home)
     deps = SessionDeps(settings=settings, layout=layout, stores=stores,
                        bus=EventBus(stores.events, clock, queue_size=settings.server.sse_queue_size,

@@ -8,7 +8,7 @@ from apiary.core.errors import ConfigurationError
 from apiary.storage.base import Stores
 
 
-async def open_stores(url: str, *, home: Path) -> Stores:
+async def open_stores(url: str, *, home: Path, listen_url: str = "") -> Stores:
     """``memory://``, ``sqlite:///path``, ``postgresql://...`` or "" (apiary.db under ``home``)."""
     if url == "memory://":
         from apiary.storage.memory import MemoryStores
@@ -24,7 +24,7 @@ async def open_stores(url: str, *, home: Path) -> Stores:
             from apiary.storage.postgres.stores import PgStores
         except ImportError as exc:
             raise ConfigurationError("PostgreSQL support is not installed: pip install 'apiary[postgres]'") from exc
-        return await PgStores.open(url)
+        return await PgStores.open(url, listen_url=listen_url or url)
     raise ConfigurationError(
         f"unsupported database URL {url!r}: use postgresql://..., sqlite:///<path>, or leave it empty")
 

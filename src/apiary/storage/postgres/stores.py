@@ -31,9 +31,10 @@ class PgStores(Stores):
         self.coordination = PgCoordination(db)
 
     @classmethod
-    async def open(cls, url: str) -> PgStores:
+    async def open(cls, url: str, *, listen_url: str | None = None) -> PgStores:
+        """``listen_url``: where the LISTEN connection goes (a pooler in transaction mode cannot carry it)."""
         db = await PgDatabase.open(url)
-        notifier = PgNotifier(url, (EVENTS_CHANNEL, TASKS_CHANNEL, CONTROL_CHANNEL))
+        notifier = PgNotifier(listen_url or url, (EVENTS_CHANNEL, TASKS_CHANNEL, CONTROL_CHANNEL))
         notifier.start()
         return cls(db, notifier)
 
