@@ -14,6 +14,11 @@ from helpers import create_session, wait_until
 FINAL = ("execution_completed", "execution_failed", "execution_paused")
 
 
+def worker_delta(execution_id: str):
+    """A worker's streamed text (the queen's turns share the session's id as their execution id)."""
+    return of_type("llm_text_delta", execution_id=execution_id, stream_id="default")
+
+
 async def pg_client(make_client, pg_url: str, **colonies: Any):
     return await make_client(database_url=pg_url, colonies={**FAST, "worker_lease_s": 3.0, "worker_poll_s": 0.2,
                                                            **colonies})
@@ -44,7 +49,9 @@ async def test_trigger_runs_on_a_worker_and_everything_lands_in_postgres(make_cl
     [final] = await wait_events(client, sid, of_type(*FINAL, execution_id=execution_id), timeout=20,
                                 what="the execution to end")
     assert final["type"] == "execution_completed", final
-    # The execution row was claimed by a worker and ended; no progress.db was made.
+    # The execution row was claimed by a worker and ended (just after the final event); no progress.db.
+    await wait_until(lambda: rows(pg_url, "SELECT 1 FROM apiary_executions WHERE id = %s AND status = 'ended'",
+                                  execution_id), what="the row to end")
     [(status, outcome, worker, attempts)] = rows(
         pg_url, "SELECT status, outcome, worker, attempts FROM apiary_executions WHERE colony = 'pgc' AND id = %s",
         execution_id)
@@ -78,18 +85,12 @@ async def test_trigger_runs_on_a_worker_and_everything_lands_in_postgres(make_cl
 
 async def test_stop_reaches_the_worker_and_the_stream_is_free_again(make_client, home: Path, pg_url: str):
     client = await pg_client(make_client, pg_url, cancel_grace_s=1.0)
-    colony = write_colony(home, "slow", goal="Take your time\ndemo:delay 400")
-    await seed(pg_url, "slow", ["a slow task"])
+    colony = write_colony(home, "slow", goal="Take your time")
+    await seed(pg_url, "slow", ["a slow task\ndemo:delay 400"])
     sid = (await open_colony(client, colony))["session_id"]
     execution_id = (await trigger(client, sid))["execution_id"]
-    await wait_events(client, sid, of_type("llm_text_delta", execution_id=execution_id), timeout=20,
+    await wait_events(client, sid, worker_delta(execution_id), timeout=20,
                       what="the worker to stream")
-    busy = await client.post(f"/api/sessions/{sid}/trigger", json={"session_state": {"resume_session_id": "x1"}})
-    assert busy.status in (200, 409)   # a new trigger restarts the stream (SPEC), never runs two at once
-    if busy.status == 200:
-        execution_id = (await busy.json())["execution_id"]
-        await wait_events(client, sid, of_type("llm_text_delta", execution_id=execution_id), timeout=20,
-                          what="the restarted execution to stream")
     resp = await client.post(f"/api/sessions/{sid}/stop", json={"execution_id": execution_id})
     body = await resp.json()
     # 200 means the worker ended the execution within the 1 s grace (202 would say it had not yet).
@@ -97,13 +98,16 @@ async def test_stop_reaches_the_worker_and_the_stream_is_free_again(make_client,
     [final] = await wait_events(client, sid, of_type(*FINAL, execution_id=execution_id), timeout=5, what="final")
     assert final["type"] == "execution_failed" and final["data"].get("cancelled") is True
     last_id = (await history(client, sid))[-1]["id"]
+    await wait_until(lambda: rows(pg_url, "SELECT 1 FROM apiary_executions WHERE id = %s AND status = 'ended'",
+                                  execution_id), what="the row to end")
     assert rows(pg_url, "SELECT outcome FROM apiary_executions WHERE colony = 'slow' AND id = %s",
                 execution_id) == [("cancelled",)]
     stop_again = await client.post(f"/api/sessions/{sid}/stop", json={"execution_id": execution_id})
     assert stop_again.status == 404
     # Nothing of the stopped execution follows its final event.
     await wait_until(lambda: True, timeout=0.1)
-    later = [e for e in await history(client, sid, after=last_id) if e.get("execution_id") == execution_id]
+    later = [e for e in await history(client, sid, after=last_id)
+             if e.get("execution_id") == execution_id and e.get("stream_id") == "default"]
     assert later == []
 
 
@@ -163,3 +167,44 @@ async def test_a_session_is_served_by_one_api_server_at_a_time(make_client, pg_u
     resp = await second.post(f"/api/sessions/{sid}/chat", json={"message": "hello again"})
     assert resp.status == 200, await resp.text()
     assert rows(pg_url, "SELECT owner FROM apiary_session_leases WHERE session_id = %s", sid) != holder
+
+
+async def test_a_stopping_server_gives_its_executions_back_and_the_next_one_resumes(make_client, home: Path,
+                                                                                   pg_url: str):
+    client = await pg_client(make_client, pg_url)
+    colony = write_colony(home, "handover", tools=["run_command"], goal="Slow work")
+    # The worker acts on the directives of its task's goal: a tool call that takes a while.
+    [task_id] = await seed(pg_url, "handover", ['the one task\ndemo:tool run_command {"command": "sleep 3"}'])
+    sid = (await open_colony(client, colony))["session_id"]
+    execution_id = (await trigger(client, sid))["execution_id"]
+    await wait_events(client, sid, of_type("tool_call_started", execution_id=execution_id, stream_id="default"),
+                      timeout=20, what="the worker's slow tool call")
+    await client.close()   # shutdown: the embedded worker stops the execution at a checkpoint and releases it
+    assert rows(pg_url, "SELECT status, worker, attempts FROM apiary_executions WHERE id = %s", execution_id) == [
+        ("pending", None, 1)]
+    assert rows(pg_url, "SELECT status FROM apiary_tasks WHERE id = %s", task_id) == [("in_progress",)]
+    again = await pg_client(make_client, pg_url)
+    await open_colony(again, colony)
+    [final] = await wait_events(again, sid, of_type(*FINAL, execution_id=execution_id), timeout=30,
+                                what="the resumed execution to end")
+    assert final["type"] == "execution_completed", final
+    resumed = await wait_events(again, sid, of_type("execution_resumed", execution_id=execution_id), what="resume")
+    assert resumed[0]["data"]["resumed_from"] == execution_id
+    await wait_until(lambda: rows(pg_url, "SELECT 1 FROM apiary_executions WHERE id = %s AND status = 'ended'",
+                                  execution_id), what="the row to end")
+    assert rows(pg_url, "SELECT outcome, attempts FROM apiary_executions WHERE id = %s", execution_id) == [
+        ("completed", 2)]
+    done = rows(pg_url, "SELECT count(*) FROM apiary_task_events WHERE task_id = %s AND kind = 'done'", task_id)
+    assert done == [(1,)]
+
+
+def test_apiary_worker_refuses_a_database_it_cannot_share(tmp_path: Path):
+    import os
+    import subprocess
+    import sys
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith("APIARY_")}
+    done = subprocess.run([sys.executable, "-m", "apiary", "worker", "--home", str(tmp_path)], capture_output=True,
+                          text=True, timeout=60, env=env)
+    assert done.returncode != 0
+    assert "apiary worker needs a shared database: --database postgresql://" in done.stderr

@@ -200,7 +200,10 @@ class Execution:
         rt = self.runtime
         if checkpoint is not None and _run_ended_at(checkpoint):
             # The run had already ended there (node complete, or the accepted last iteration): there
-            # is nothing left to run, so it completes at once with the outputs it had.
+            # is nothing left to run, so it completes at once with the outputs it had, and finishes the
+            # task it held (the process may have died between the last turn and the queue's update).
+            if self.claim is None and self.request.replay != "recorded":
+                await self._held_claim(checkpoint)
             return dict(checkpoint.get("accumulated_outputs") or {})
         recorded: dict[tuple[int, str], Any] = {}
         if checkpoint is not None:
@@ -233,13 +236,8 @@ class Execution:
             return
         queue = self.runtime.queue
         held = (checkpoint or {}).get("task") or {}
-        if held.get("task_id") and held.get("worker_id"):
-            task_id, worker_id = str(held["task_id"]), str(held["worker_id"])
-            if await queue.heartbeat(task_id, worker_id):
-                row = await queue.get(task_id)
-                self.claim = Claim(task_id, worker_id, str(held.get("claim_token") or ""),
-                                   str((row or {}).get("goal") or ""))
-                return
+        if await self._held_claim(checkpoint):
+            return
         worker_id = self.id   # the same id /workers shows, so tasks and workers can be matched
         wanted = self.input_data.get("task_id") or held.get("task_id")
         claimed = await queue.claim(worker_id, str(wanted)) if wanted else None
@@ -249,6 +247,19 @@ class Execution:
             self.claim = Claim(claimed.id, worker_id, claimed.claim_token, claimed.goal)
             await queue.start(claimed.id, worker_id)
             await self.runtime.queue_changed()
+
+    async def _held_claim(self, checkpoint: dict[str, Any] | None) -> bool:
+        """Take back the task named by the checkpoint, if this execution still holds it."""
+        held = (checkpoint or {}).get("task") or {}
+        if not (held.get("task_id") and held.get("worker_id")):
+            return False
+        queue = self.runtime.queue
+        task_id, worker_id = str(held["task_id"]), str(held["worker_id"])
+        if not await queue.heartbeat(task_id, worker_id):
+            return False
+        row = await queue.get(task_id)
+        self.claim = Claim(task_id, worker_id, str(held.get("claim_token") or ""), str((row or {}).get("goal") or ""))
+        return True
 
     async def _heartbeat(self) -> None:
         period = self.runtime.settings.colonies.heartbeat_s

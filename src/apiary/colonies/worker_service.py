@@ -237,10 +237,15 @@ class WorkerService:
             await running.runtime.cancel(execution_id, reason)
 
     async def _ended(self, running: Running) -> None:
-        self.running.pop(running.key, None)
-        self._wake.set()
         if running.heartbeat is not None:
             running.heartbeat.cancel()
+        try:
+            await self._record_end(running)
+        finally:   # only now: shutdown waits for ``running`` to empty before it closes the tasks
+            self.running.pop(running.key, None)
+            self._wake.set()
+
+    async def _record_end(self, running: Running) -> None:
         execution, claimed = running.execution, running.claimed
         if running.lost:
             return

@@ -2,16 +2,21 @@
 
 Shutdown, in order: ``on_shutdown`` closes the bus so every SSE handler returns at once; then the
 cleanup context stops every session (runs are cancelled to a checkpoint) and closes storage.
+
+Stream handlers end within ``DISCONNECT_POLL_S`` of their client going away (``ends_with_its_client``), and
+requests aiohttp's parser refuses are logged as one warning line (``ParserRefusalFilter``).
 """
 
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
 from aiohttp import web
+from aiohttp.http_exceptions import HttpProcessingError
 
 from apiary.bus.bus import EventBus
 from apiary.core.clock import Clock, SystemClock
@@ -34,6 +39,7 @@ from apiary.storage.base import Stores
 
 logger = logging.getLogger(__name__)
 STATIC = Path(__file__).parent / "static"
+DISCONNECT_POLL_S = 1.0
 
 
 async def build_app(settings: Settings, *, stores: Stores | None = None, llm_factory: LLMFactory | None = None,
@@ -57,13 +63,82 @@ async def build_app(settings: Settings, *, stores: Stores | None = None, llm_fac
     stores.add_notification_callback(_events_from_elsewhere(deps.bus))
     app[APP_STATE] = AppState(settings=settings, deps=deps, sessions=SessionManager(deps))
     for route in ALL_ROUTES:
-        app.router.add_route(route.method, route.path, route.handler)
+        app.router.add_route(route.method, route.path,
+                             ends_with_its_client(route.handler) if route.stream else route.handler)
+    install_parser_refusal_filter()
+    app[EMBEDDED_WORKERS] = {}
+    app.on_shutdown.append(_stop_embedded_workers)
     app.on_shutdown.append(_close_streams)
     app.cleanup_ctx.append(_lifecycle)
     monitor = LoopLagMonitor()
     app[LAG_MONITOR] = monitor
     app.cleanup_ctx.append(monitor.lifecycle)
     return app
+
+
+def ends_with_its_client(handler: Handler, poll_s: float | None = None) -> Handler:
+    """Cancel a stream handler once its client has gone (checked every ``poll_s``).
+
+    aiohttp leaves a handler running after its client disconnects (``handler_cancellation`` is off, as the
+    other routes need), so a stream would live on until its next keepalive write fails (``keepalive_s``,
+    15 s), keeping its task, its bus subscription and queue, the session's in-use mark (no parking) and, for
+    the snapshot streams, a database read a second. The stream handlers treat the cancellation as the end.
+    """
+
+    @functools.wraps(handler)
+    async def run(request: web.Request) -> web.StreamResponse:
+        task = asyncio.current_task()
+        loop = asyncio.get_running_loop()
+        period = DISCONNECT_POLL_S if poll_s is None else poll_s
+        timer: asyncio.TimerHandle | None = None
+
+        def check() -> None:
+            nonlocal timer
+            transport = request.transport
+            if transport is None or transport.is_closing():
+                if task is not None:
+                    task.cancel()
+                return
+            timer = loop.call_later(period, check)
+
+        timer = loop.call_later(period, check)
+        try:
+            return await handler(request)
+        finally:
+            timer.cancel()
+
+    return run
+
+
+class ParserRefusalFilter(logging.Filter):
+    """aiohttp logs each request its HTTP parser refuses (a malformed request line, a header too long, ...)
+    at ERROR with a traceback, then answers 400 itself: that is the client's fault, so one warning line."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        exc = record.exc_info[1] if record.exc_info else None
+        if not isinstance(exc, HttpProcessingError) or record.levelno < logging.ERROR:
+            return True
+        if not logging.getLogger(record.name).isEnabledFor(logging.WARNING):
+            return False
+        remote = record.args[0] if isinstance(record.args, tuple) and record.args else None
+        record.msg, record.args = "refused a malformed request from %s: %s", (remote, _refusal(exc))
+        record.levelno, record.levelname = logging.WARNING, logging.getLevelName(logging.WARNING)
+        record.exc_info, record.exc_text = None, None
+        return True
+
+
+def _refusal(exc: HttpProcessingError) -> str:
+    text = " ".join(f"{exc.code or ''} {exc.message}".split())   # aiohttp's message spans lines (a caret)
+    return f"{type(exc).__name__}: {text[:300]}"
+
+
+PARSER_REFUSALS = ParserRefusalFilter()
+
+
+def install_parser_refusal_filter() -> None:
+    server_logger = logging.getLogger("aiohttp.server")
+    if PARSER_REFUSALS not in server_logger.filters:
+        server_logger.addFilter(PARSER_REFUSALS)
 
 
 def _events_from_elsewhere(bus: EventBus) -> Callable[[str, str | None], None]:
@@ -84,15 +159,24 @@ async def _lifecycle(app: web.Application) -> AsyncIterator[None]:
 
     await recover_at_startup(state.deps)
     state.sessions.parking.start()   # parks idle live sessions (SPEC C.6)
-    workers = _embedded_workers(state.deps)
+    app[EMBEDDED_WORKERS]["running"] = _embedded_workers(state.deps)
     yield
-    if workers is not None:   # its executions are given back at a checkpoint for other workers
-        stopping, task = workers
-        stopping.set()
-        await asyncio.gather(task, return_exceptions=True)
+    await _stop_embedded_workers(app)
     await state.sessions.aclose()
     await state.deps.tasks.aclose(state.settings.server.shutdown_timeout_s)
     await state.deps.stores.aclose()
+
+
+EMBEDDED_WORKERS = web.AppKey("apiary.embedded_workers", dict)
+
+
+async def _stop_embedded_workers(app: web.Application) -> None:
+    """Before the bus closes: running executions stop at a checkpoint and are given back for other workers."""
+    workers = app[EMBEDDED_WORKERS].pop("running", None)
+    if workers is not None:
+        stopping, task = workers
+        stopping.set()
+        await asyncio.gather(task, return_exceptions=True)
 
 
 def _embedded_workers(deps: SessionDeps) -> tuple[asyncio.Event, asyncio.Task[None]] | None:
