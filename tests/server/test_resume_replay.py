@@ -447,3 +447,23 @@ async def test_replay_recorded_leaves_the_task_queue_alone(make_client, home):
     done = await wait_events(client, sid, of_type(*FINAL, execution_id=sid), after=failed[0]["id"])
     assert done[0]["type"] == "execution_completed"
     assert tasks_of(colony)[0]["status"] == "done"
+
+
+async def test_resume_from_a_run_that_had_ended_finishes_the_task_it_still_held(make_client, home):
+    """The process died after the last turn but before the queue heard of it: the task stays held by the
+    execution. Resuming from the final checkpoint runs nothing, and completes that task."""
+    import sqlite3
+
+    client, sid, _ = await _completed_run(make_client, home, ControlledLLM(), tasks=[{"goal": "alpha"}])
+    colony = home / "colonies" / "c1"
+    listed = await checkpoints(client, sid, sid)
+    final_cp = listed["latest_checkpoint_id"]
+    assert _cp_file(home, sid, final_cp)["checkpoint_type"] == "node_complete"
+    held = _cp_file(home, sid, final_cp)["task"]
+    with sqlite3.connect(colony / "data" / "progress.db") as conn:   # as if complete() never ran
+        conn.execute("UPDATE tasks SET status = 'in_progress', completed_at = NULL WHERE id = ?", (held["task_id"],))
+    last = (await history(client, sid))[-1]["id"]
+    resp = await client.post(f"/api/sessions/{sid}/resume", json={"session_id": sid, "checkpoint_id": final_cp})
+    assert resp.status == 200
+    await wait_events(client, sid, of_type("execution_completed", execution_id=sid), after=last)
+    assert [t["status"] for t in tasks_of(colony)] == ["done"]
