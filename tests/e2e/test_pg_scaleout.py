@@ -237,3 +237,40 @@ async def test_three_workers_one_killed_every_task_once_every_event_seen(tmp_pat
     finally:
         for proc in procs:
             await proc.stop()
+
+
+async def test_stop_on_the_api_server_stops_a_worker_process_within_a_second(tmp_path: Path, pg_url: str):
+    from apiary.storage import migrate_database
+
+    await migrate_database(pg_url, home=tmp_path)
+    api_home = tmp_path / "api"
+    colony = write_colony(api_home, "stoppy", goal="Work slowly")
+    await seed(pg_url, "stoppy", ["a long task\ndemo:delay 300"])
+    api = Proc("serve", "--port", "0", "--home", str(api_home), "--database", pg_url)
+    worker = Proc("worker", "--database", pg_url, "--home", str(tmp_path / "w"), "--concurrency", "1")
+    events: list[dict[str, Any]] = []
+    try:
+        base = (await api.start("apiary listening on")).split()[3]
+        await worker.start("ready (database")
+        async with aiohttp.ClientSession() as http:
+            async with http.post(f"{base}/api/sessions", json={"agent_path": str(colony)}) as resp:
+                sid = (await resp.json())["session_id"]
+            reader = asyncio.ensure_future(collect_sse(http, f"{base}/api/sessions/{sid}/events", events))
+            async with http.post(f"{base}/api/sessions/{sid}/trigger", json={}) as resp:
+                execution_id = (await resp.json())["execution_id"]
+            await wait_for(lambda: any(e["type"] == "llm_text_delta" and e.get("stream_id") == "default"
+                                       for e in events), timeout=30, what="the worker process to stream")
+            [(holder,)] = q(pg_url, "SELECT worker FROM apiary_executions WHERE id = %s", execution_id)
+            assert holder.endswith(f":{worker.pid}")   # it runs in the other process
+            async with http.post(f"{base}/api/sessions/{sid}/stop", json={"execution_id": execution_id}) as resp:
+                body = await resp.json()
+            # 200 (not 202) means the final event was in within the grace period of one second.
+            assert resp.status == 200 and body["stopped"] is True, body
+            await wait_for(lambda: any(e["type"] == "execution_failed" and e.get("stream_id") == "default"
+                                       for e in events), timeout=10, what="the final event on the SSE stream")
+            final = [e for e in events if e["type"] in FINAL and e.get("stream_id") == "default"]
+            assert len(final) == 1 and final[0]["data"].get("cancelled") is True
+            reader.cancel()
+    finally:
+        await worker.stop()
+        await api.stop()
