@@ -91,6 +91,7 @@ class ScriptModel:
         self.latency_s = latency_s
         self.started = 0
         self.starts_ns: list[int] = []
+        self.on_start: Any = None   # called at each turn start, after the time is noted (bench_scale)
         self.excluded_ns: dict[int, int] = {}
         self.sizes: dict[str, Any] = {}
 
@@ -113,6 +114,8 @@ class ScriptModel:
         if self.deadline is not None and time.perf_counter() > self.deadline:
             self.turns = min(self.turns, done)   # out of time: finish now, with the turns reached
         self.starts_ns.append(time.perf_counter_ns())
+        if self.on_start is not None:
+            self.on_start()
         self.started += 1
         if done >= self.turns:
             yield ToolCallDelta(f"call_{done}_0", "set_output", {"key": "result", "value": "done"})

@@ -202,12 +202,18 @@ async def test_three_workers_one_killed_every_task_once_every_event_seen(tmp_pat
                 return [(i, t) for i, t in q(pg_url, "SELECT id, type FROM apiary_events WHERE session_id = %s"
                                                      " ORDER BY id", sid)]
 
+            agreed: dict[str, list[int]] = {}
+
             def caught_up() -> bool:   # the queen may still be answering the reports: read both again
-                return [e["id"] for e in events] == [i for i, t in log() if t in KNOWN_TYPES]
+                stored = log()
+                offered = [i for i, t in stored if t in KNOWN_TYPES]
+                if [e["id"] for e in events] != offered:
+                    return False
+                agreed.update(log_ids=[i for i, _ in stored], offered=offered)
+                return True
 
             await wait_for(caught_up, timeout=15, what="the SSE stream to hold every stored event")
-            log_ids = [i for i, _ in log()]
-            offered = [i for i, t in log() if t in KNOWN_TYPES]
+            log_ids, offered = agreed["log_ids"], agreed["offered"]
             reader.cancel()
 
         # Every task done, each exactly once.

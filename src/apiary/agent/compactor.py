@@ -43,7 +43,7 @@ async def _replace_head(ctx: RunContext, keep: int, summary_text: str) -> None:
     head: JsonObject = {"seq": removed[0]["seq"], "role": "user", "content": restated(ctx, summary_text, removed),
                         "run_id": ctx.run_id, "is_transition_marker": True}
     ctx.state.messages = [head, *kept]
-    ctx.state.size_cache.clear()
+    ctx.state.forget_sizes()
     await ctx.conversations.replace(ctx.owner, ctx.state.messages, ctx.state.cursor(ctx.node_id))
 
 
@@ -57,7 +57,7 @@ async def compact_if_needed(ctx: RunContext) -> dict[str, Any] | None:
     pruned = prune_old_results(ctx.state.messages, protect_tokens=max(2000, budget // 12))
     if pruned.pruned:
         ctx.state.messages = pruned.messages
-        ctx.state.size_cache.clear()
+        ctx.state.forget_sizes()
         await ctx.conversations.replace(ctx.owner, ctx.state.messages, ctx.state.cursor(ctx.node_id))
     if needs_compaction(usage(ctx), budget):
         level = "llm"

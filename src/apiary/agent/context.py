@@ -2,8 +2,10 @@
 
 Messages are stored as they happen: the assistant message before its tools run, each tool
 result as soon as it exists, partial text while streaming (throttled), the cursor after every
-iteration. Recordings (model responses and tool results per iteration) let a resume pay for no
-model turn twice and re-run no finished tool, and let a recorded replay call nothing at all.
+iteration. The writes of one such moment (a model response and its recording, a tool result and
+its recording) are stored together, as one transaction where the stores share a database.
+Recordings (model responses and tool results per iteration) let a resume pay for no model turn
+twice and re-run no finished tool, and let a recorded replay call nothing at all.
 """
 
 from __future__ import annotations
@@ -94,6 +96,8 @@ class RunContext:
     waiting_requests: dict[str, float] = field(default_factory=dict)
     budgets: list[Budget] = field(default_factory=list)
     prices: dict[str, tuple[float, float]] = field(default_factory=dict)
+    # Writes queued by ``stage_*`` for the next ``flush`` (see below).
+    staged: list[tuple[Any, ...]] = field(default_factory=list, repr=False)
 
     @property
     def node_id(self) -> str:
@@ -103,18 +107,61 @@ class RunContext:
         return stamp(self.clock.now())
 
     async def add_message(self, role: str, content: str, **extra: Any) -> JsonObject:
-        msg = make_message(self.state.take_seq(), role, content, run_id=self.run_id, **extra)  # type: ignore[arg-type]
-        self.state.messages.append(msg)
-        await self.conversations.append_message(self.owner, msg)
+        msg = self.stage_message(role, content, **extra)
+        await self.flush()
         return msg
 
     async def save_cursor(self) -> None:
-        await self.conversations.put_cursor(self.owner, self.state.cursor(self.node_id))
+        self.staged.append(("cursor", self.owner, self.state.cursor(self.node_id)))
+        await self.flush()
 
     async def record(self, key: str, value: Any) -> None:
+        self.stage_record(key, value)
+        await self.flush()
+
+    # -- writes of one step, stored together ---------------------------------------------------
+    # ``stage_*`` adds a message to the state (or notes a recording) and queues its write; ``flush``
+    # stores everything queued, in order, as one transaction where the stores share a database.
+    # Callers stage and flush with no ``await`` in between, so nothing staged is ever left behind.
+
+    def stage_message(self, role: str, content: str, **extra: Any) -> JsonObject:
+        msg = make_message(self.state.take_seq(), role, content, run_id=self.run_id, **extra)  # type: ignore[arg-type]
+        self.state.messages.append(msg)
+        self.staged.append(("message", self.owner, msg))
+        return msg
+
+    def stage_record(self, key: str, value: Any) -> None:
         if self.replay != "recorded":
-            await self.recordings.put(self.owner, self.run_id, self.state.iteration, key, value)
-            self.recorded[(self.state.iteration, key)] = value
+            self.staged.append(("record", self.owner, self.run_id, self.state.iteration, key, value))
+            if self.replay == "resume":   # a live run never reads them back (recorded_value): not kept in memory
+                self.recorded[(self.state.iteration, key)] = value
+
+    def stage_partial_cleared(self, seq: int) -> None:
+        self.staged.append(("partial", self.owner, seq, None))
+
+    async def flush(self) -> None:
+        ops, self.staged = self.staged, []
+        if not ops:
+            return
+        conversations = self.conversations
+        write_many = getattr(conversations, "write_many", None)
+        if write_many is not None and len(ops) > 1 and conversations.batches_with(self.recordings):  # type: ignore[attr-defined]
+            await write_many(ops)
+            return
+        for op in ops:
+            kind = op[0]
+            if kind == "message":
+                await conversations.append_message(op[1], op[2])
+            elif kind == "record":
+                await self.recordings.put(*op[1:])
+            elif kind == "partial":
+                await conversations.put_partial(op[1], op[2], op[3])
+            elif kind == "meta":
+                await conversations.put_meta(op[1], op[2])
+            elif kind == "delete":
+                await conversations.delete(op[1])
+            else:
+                await conversations.put_cursor(op[1], op[2])
 
     def recorded_value(self, key: str) -> Any:
         if self.replay == "live":

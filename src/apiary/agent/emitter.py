@@ -31,3 +31,11 @@ class Emitter:
         # Shielded: a cancel arriving mid-append must not leave the log's id counter behind the
         # row already written (the next append would then reuse the id).
         return await asyncio.shield(self.bus.publish(self.session_id, self.event(type_, data)))
+
+    async def emit_many(self, items: list[tuple[str, dict[str, Any]]], *, shield: bool = True) -> list[StoredEvent]:
+        """Several events at once, in order: one append to the log (one transaction) for all of them.
+        ``shield=False`` is for a caller that is itself never cancelled (a task of its own)."""
+        if self.muted or not items:
+            return []
+        publish = self.bus.publish_many(self.session_id, [self.event(t, d) for t, d in items])
+        return await (asyncio.shield(publish) if shield else publish)

@@ -131,14 +131,15 @@ class AgentLoop:
         return LoopOutcome(status, dict(self.ctx.state.outputs), self.ctx.state.iteration)
 
     async def _fresh_start(self) -> None:
+        """The old conversation cleared, meta, first messages and cursor: one write."""
         ctx = self.ctx
-        await ctx.conversations.delete(ctx.owner)
-        await ctx.conversations.put_meta(ctx.owner, {"system_prompt": ctx.hooks.system_prompt(),
-                                                     "max_context_tokens": ctx.config.max_context_tokens})
+        ctx.staged.append(("delete", ctx.owner))
+        ctx.staged.append(("meta", ctx.owner, {"system_prompt": ctx.hooks.system_prompt(),
+                                               "max_context_tokens": ctx.config.max_context_tokens}))
         for text in self._initial:
-            await ctx.add_message("user", text)
+            ctx.stage_message("user", text)
         if not self._initial and self._greet:
-            await ctx.add_message("user", f"{ctx.stamp()} Hello")
+            ctx.stage_message("user", f"{ctx.stamp()} Hello")
         await ctx.save_cursor()
 
     async def _wait_for_input(self) -> bool:
@@ -175,15 +176,17 @@ class AgentLoop:
                 triggers.append(item.content)
                 continue
             text, extra = ctx.describe_item(item)
-            await ctx.add_message("user", text, **extra)
+            ctx.stage_message("user", text, **extra)
         if triggers:
-            await ctx.add_message("user", f"{ctx.stamp()}\n" + "\n\n".join(triggers), is_trigger=True)
+            ctx.stage_message("user", f"{ctx.stamp()}\n" + "\n\n".join(triggers), is_trigger=True)
+        await ctx.flush()   # every message taken from the inbox: one write
         return drained
 
     async def _iteration(self) -> TurnResult:
         ctx = self.ctx
-        await ctx.emitter.emit("node_loop_iteration", {"iteration": ctx.state.iteration, **ctx.hooks.iteration_data()})
-        await self._usage_event("iteration_start")
+        await ctx.emitter.emit_many([
+            ("node_loop_iteration", {"iteration": ctx.state.iteration, **ctx.hooks.iteration_data()}),
+            ("context_usage_updated", self._usage_data("iteration_start"))])
         compacted = await compact_if_needed(ctx)
         if compacted is not None:
             await ctx.emitter.emit("context_compacted", compacted)
@@ -264,14 +267,16 @@ class AgentLoop:
         return TurnResult(texts=[text])
 
     async def _usage_event(self, trigger: str) -> None:
+        await self.ctx.emitter.emit("context_usage_updated", self._usage_data(trigger))
+
+    def _usage_data(self, trigger: str) -> dict[str, Any]:
         ctx = self.ctx
         estimated = ctx.state.last_input_tokens or ctx.state.estimated_tokens(ctx.hooks.system_prompt())
         budget = ctx.config.max_context_tokens
         ratio = estimated / budget if budget else 0.0
-        await ctx.emitter.emit("context_usage_updated", {
-            "usage_ratio": round(ratio, 4), "usage_pct": round(ratio * 100, 1),
-            "message_count": len(ctx.state.messages), "estimated_tokens": estimated,
-            "max_context_tokens": budget, "trigger": trigger})
+        return {"usage_ratio": round(ratio, 4), "usage_pct": round(ratio * 100, 1),
+                "message_count": len(ctx.state.messages), "estimated_tokens": estimated,
+                "max_context_tokens": budget, "trigger": trigger}
 
     # -- after the turn --------------------------------------------------------------------------
 

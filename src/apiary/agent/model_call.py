@@ -8,6 +8,7 @@ A resume reuses the response recorded for this (iteration, inner turn); a record
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from dataclasses import dataclass, field, replace
 from typing import Any
@@ -19,6 +20,7 @@ from apiary.llm.base import Finish, ModelRequest, TextDelta, ToolCallDelta
 
 logger = logging.getLogger(__name__)
 _PARTIAL_EVERY_S = 0.2
+_FIRST_PARTIAL_AFTER_S = 0.005
 MIN_OUTPUT_TOKENS = 256
 
 
@@ -43,27 +45,67 @@ class ModelResult:
 
 
 class Streamer:
-    """Publishes deltas and keeps the partial text saved, for one model call."""
+    """Publishes deltas and keeps the partial text saved, for one model call.
+
+    Deltas are published by a task of their own, so the model's stream is never held up by the
+    event log: those that arrive while an append is in flight go out together in the next one (one
+    transaction), each still its own event, in order. ``flush`` waits until all are out; every
+    path out of the call flushes before it publishes anything else.
+
+    The partial text is saved once the stream has gone on for ``_FIRST_PARTIAL_AFTER_S`` after
+    its first delta, then every ``_PARTIAL_EVERY_S``: a response that arrives all at once is
+    stored as its message only, and never as a partial first.
+    """
 
     def __init__(self, ctx: RunContext, seq: int, inner_turn: int) -> None:
         self.ctx, self.seq, self.inner_turn = ctx, seq, inner_turn
         self.text = ""
+        self._first_at: float | None = None
         self._saved_at = 0.0
         self.saved = False
+        self._type = "client_output_delta" if ctx.role == "queen" else "llm_text_delta"
+        self._queued: list[tuple[str, dict[str, Any]]] = []
+        self._pump: asyncio.Task[None] | None = None
+        self._error: Exception | None = None   # a failed publish: raised by the next delta or flush
 
     async def delta(self, content: str) -> None:
         if not content:
             return
+        if self._error is not None:
+            raise self._error
         self.text += content
         ctx = self.ctx
         # ``iteration`` on worker deltas too (an addition): history collapses per iteration, not across runs.
-        data: dict[str, Any] = {"content": content, "snapshot": self.text, "inner_turn": self.inner_turn,
-                                "iteration": ctx.state.iteration}
-        await ctx.emitter.emit("client_output_delta" if ctx.role == "queen" else "llm_text_delta", data)
+        self._queued.append((self._type, {"content": content, "snapshot": self.text, "inner_turn": self.inner_turn,
+                                          "iteration": ctx.state.iteration}))
+        if self._pump is None or self._pump.done():
+            self._pump = asyncio.create_task(self._publish_queued(), name="model-deltas")
         now = ctx.clock.monotonic()
-        if now - self._saved_at >= _PARTIAL_EVERY_S:
+        if self._first_at is None:
+            self._first_at = now
+        elif now - max(self._saved_at, self._first_at) >= (_PARTIAL_EVERY_S if self.saved else _FIRST_PARTIAL_AFTER_S):
             self._saved_at = now
             await self.save_partial()
+
+    async def _publish_queued(self) -> None:
+        try:
+            while self._queued:
+                batch, self._queued = self._queued, []
+                await self.ctx.emitter.emit_many(batch, shield=False)   # this task is only awaited shielded
+        except Exception as exc:
+            self._error, self._queued = exc, []
+
+    async def flush(self) -> None:
+        """Until every delta received so far is published (also while the caller is being cancelled)."""
+        while True:
+            pump = self._pump
+            if pump is None or pump.done():
+                if self._error is not None:
+                    raise self._error
+                if not self._queued:
+                    return
+                pump = self._pump = asyncio.create_task(self._publish_queued(), name="model-deltas")
+            await asyncio.shield(pump)
 
     async def save_partial(self) -> None:
         if self.text:
@@ -108,6 +150,7 @@ async def _stream_with_retries(ctx: RunContext, streamer: Streamer, max_tokens: 
         except ProviderError as exc:
             capacity = isinstance(exc, ProviderRateLimited)
             in_window = ctx.clock.monotonic() - started < policy.capacity_window_s
+            await streamer.flush()   # what was received goes out before the retry (or the error) is told
             if not exc.retryable or (not capacity and attempt >= policy.max_retries) or not in_window:
                 raise
             if streamer.text:   # a half-streamed answer is not resumable: start the call afresh
@@ -168,20 +211,28 @@ async def call_model(ctx: RunContext, inner_turn: int) -> ModelResult:
             raise NoRecording(f"no recorded response for step {ctx.state.iteration}")
         else:
             result = await _metered(ctx, streamer)
+        await streamer.flush()
     except asyncio.CancelledError:
         await asyncio.shield(_keep_truncated(ctx, streamer))
         raise
-    await ctx.record(key, result.to_record())
-    extra: JsonObject = {"tool_calls": [c.to_wire() for c in result.tool_calls]}
-    await ctx.add_message("assistant", result.text, **extra)
+    except BaseException:
+        with contextlib.suppress(Exception):   # no delta may follow what the caller publishes next
+            await asyncio.shield(streamer.flush())
+        raise
+    # The response, its recording and the cleared partial: one write.
+    ctx.stage_record(key, result.to_record())
+    ctx.stage_message("assistant", result.text, tool_calls=[c.to_wire() for c in result.tool_calls])
     if streamer.saved:
-        await ctx.conversations.put_partial(ctx.owner, seq, None)
+        ctx.stage_partial_cleared(seq)
+    await ctx.flush()
     return result
 
 
 async def _keep_truncated(ctx: RunContext, streamer: Streamer) -> None:
     """A cancelled stream keeps its text as a ``truncated`` assistant message."""
+    await streamer.flush()
     if streamer.text:
-        await ctx.add_message("assistant", streamer.text, truncated=True)
+        ctx.stage_message("assistant", streamer.text, truncated=True)
         if streamer.saved:
-            await ctx.conversations.put_partial(ctx.owner, streamer.seq, None)
+            ctx.stage_partial_cleared(streamer.seq)
+        await ctx.flush()

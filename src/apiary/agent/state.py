@@ -69,13 +69,31 @@ class RunState:
     output_tokens: int = 0
     last_input_tokens: int = 0
     compaction_failures: int = 0
-    size_cache: dict[int, tuple[int, int]] = field(default_factory=dict, repr=False)
+    accepted: bool = False   # the iteration just judged ended the run; a resume from it has nothing to do
+    # The size of ``messages`` so far: (the list, how many of it are counted, their weight, the last one
+    # counted). Messages are only ever appended to the list or the list is replaced (compaction,
+    # restore), so the estimate adds the new tail's weight instead of walking the conversation.
+    _tally: tuple[list[JsonObject], int, int, JsonObject | None] | None = field(default=None, repr=False,
+                                                                               compare=False)
 
     def estimated_tokens(self, system: str = "") -> int:
-        from apiary.agent.context_budget import estimate_tokens
+        """``context_budget.estimate_tokens(messages, system)``, in O(new messages)."""
+        from apiary.agent.context_budget import message_weight
 
-        return estimate_tokens(self.messages, system, self.size_cache)
-    accepted: bool = False   # the iteration just judged ended the run; a resume from it has nothing to do
+        messages = self.messages
+        tally = self._tally
+        start, total = 0, 0
+        if tally is not None and tally[0] is messages and len(messages) >= tally[1] > 0 \
+                and messages[tally[1] - 1] is tally[3]:
+            start, total = tally[1], tally[2]
+        for message in messages[start:]:
+            total += message_weight(message)
+        self._tally = (messages, len(messages), total, messages[-1] if messages else None)
+        return (len(system) + total) // 4
+
+    def forget_sizes(self) -> None:
+        """After the messages were changed in place: the next estimate measures them all again."""
+        self._tally = None
 
     def take_seq(self) -> int:
         seq = self.next_seq

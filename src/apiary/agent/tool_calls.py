@@ -56,7 +56,9 @@ async def _execute(ctx: RunContext, call: ToolCall) -> ToolOutput:
         return ToolOutput(f"Tool '{call.name}' failed: {exc}", is_error=True)
 
 
-async def _run_one(ctx: RunContext, call: ToolCall) -> ToolOutput:
+async def _run_one(ctx: RunContext, call: ToolCall, *, stage_result: bool = False) -> ToolOutput:
+    """Run one call (or reuse its recorded result). With ``stage_result`` its recorded result is only
+    staged: the caller stores it with the result message, in the same write."""
     recorded = ctx.recorded_value(f"tool:{call.id}")
     if recorded is not None:
         return ToolOutput(str(recorded.get("content", "")), bool(recorded.get("is_error")))
@@ -73,7 +75,9 @@ async def _run_one(ctx: RunContext, call: ToolCall) -> ToolOutput:
     output = ToolOutput(clean_text(output.content), output.is_error)
     if not output.is_error and tool is not None and ctx.tool_context.spillover_dir is not None:
         output = ToolOutput(await _spill(ctx, call.name, output.content))
-    await ctx.record(f"tool:{call.id}", {"content": output.content, "is_error": output.is_error})
+    ctx.stage_record(f"tool:{call.id}", {"content": output.content, "is_error": output.is_error})
+    if not stage_result:
+        await ctx.flush()
     return output
 
 
@@ -105,7 +109,8 @@ async def _finish(ctx: RunContext, call: ToolCall, output: ToolOutput, done: dic
 
 
 async def _store_result(ctx: RunContext, call: ToolCall, output: ToolOutput) -> None:
-    await ctx.add_message("tool", output.content, tool_use_id=call.id, is_error=output.is_error)
+    ctx.stage_message("tool", output.content, tool_use_id=call.id, is_error=output.is_error)
+    await ctx.flush()   # with the recorded result staged by ``_run_one``, when there is one
     await ctx.emitter.emit("tool_call_completed", {"tool_use_id": call.id, "tool_name": call.name,
                                                    "result": output.content[:2000], "is_error": output.is_error})
 
@@ -128,9 +133,8 @@ def _all_parallel(ctx: RunContext, calls: list[ToolCall]) -> bool:
 
 async def run_tool_calls(ctx: RunContext, calls: list[ToolCall]) -> list[CallOutcome]:
     outcomes: dict[str, CallOutcome] = {}
-    for call in calls:
-        await ctx.emitter.emit("tool_call_started", {"tool_use_id": call.id, "tool_name": call.name,
-                                                     "tool_input": call.arguments})
+    await ctx.emitter.emit_many([("tool_call_started", {"tool_use_id": call.id, "tool_name": call.name,
+                                                        "tool_input": call.arguments}) for call in calls])
     try:
         if _all_parallel(ctx, calls):
             results = await asyncio.gather(*(_run_one(ctx, c) for c in calls))
@@ -147,7 +151,8 @@ async def run_tool_calls(ctx: RunContext, calls: list[ToolCall]) -> list[CallOut
                     output = ToolOutput("Not run: an earlier tool call of this turn failed", is_error=True)
                 else:
                     ctx.state.tool_calls_used += 1
-                    output = await _run_one(ctx, call)
+                    # the recorded result is stored by ``_finish``, with its message: nothing awaits in between
+                    output = await _run_one(ctx, call, stage_result=True)
                     failed = output.is_error and call.name not in BUILTIN_NAMES
                 await _finish(ctx, call, output, outcomes)
     except asyncio.CancelledError:

@@ -28,12 +28,48 @@ def estimate_tokens(text: str) -> int:
     return max(1, len(text) // 4) if text else 0
 
 
-def request_chars(request: ModelRequest) -> int:
-    return len(request.system) + sum(len(str(m.get("content", ""))) for m in request.messages)
+def _content_chars(messages: list[Any]) -> int:
+    total = 0
+    for m in messages:
+        content = m.get("content", "")
+        total += len(content) if type(content) is str else len(str(content))
+    return total
+
+
+class _PrefixChars:
+    """The character count of a conversation's messages, kept per conversation (keyed by its first
+    message) so that a request that only adds messages is counted in O(new messages) Python work:
+    the counted prefix is checked against the request's with one list comparison (identical items
+    compare at C speed), and anything else is counted afresh."""
+
+    def __init__(self, size: int = 256) -> None:
+        self._size = size
+        self._known: dict[int, tuple[list[Any], int]] = {}   # id(first message) -> (messages counted, chars)
+
+    def count(self, messages: list[Any]) -> int:
+        if not messages:
+            return 0
+        key = id(messages[0])
+        known = self._known.get(key)
+        start, total = 0, 0
+        if known is not None:
+            prefix, chars = known
+            if len(messages) >= len(prefix) and messages[:len(prefix)] == prefix:
+                start, total = len(prefix), chars
+        total += _content_chars(messages[start:])
+        if known is None and len(self._known) >= self._size:
+            self._known.pop(next(iter(self._known)))
+        self._known[key] = (list(messages), total)
+        return total
+
+
+def request_chars(request: ModelRequest, counter: _PrefixChars | None = None) -> int:
+    messages = request.messages
+    return len(request.system) + (counter.count(messages) if counter is not None else _content_chars(messages))
 
 
 async def play_turn(
-    turn: Turn, request: ModelRequest, model: str, call_no: int
+    turn: Turn, request: ModelRequest, model: str, call_no: int, counter: _PrefixChars | None = None
 ) -> AsyncIterator[StreamEvent]:
     if turn.error is not None:
         raise turn.error
@@ -48,7 +84,7 @@ async def play_turn(
         yield ToolCallDelta(f"call_{call_no}_{j}", name, args)
     yield Finish(
         stop_reason="tool_use" if turn.tool_calls else "end_turn",
-        input_tokens=request_chars(request) // 4,
+        input_tokens=request_chars(request, counter) // 4,
         output_tokens=estimate_tokens(turn.text),
         model=model,
     )
@@ -65,6 +101,7 @@ class FunctionLLM:
         self.model = model
         self.keep_requests = keep_requests   # tests read them; a long-running server must not keep them
         self.requests: list[ModelRequest] = []
+        self._chars = _PrefixChars()   # input token counts in O(new messages), not O(conversation)
 
     def _record(self, request: ModelRequest) -> None:
         if self.keep_requests:
@@ -73,7 +110,7 @@ class FunctionLLM:
     async def stream(self, request: ModelRequest) -> AsyncIterator[StreamEvent]:
         self._record(request)
         turn = self._fn(request)
-        async for event in play_turn(turn, request, self.model, len(request.messages)):
+        async for event in play_turn(turn, request, self.model, len(request.messages), self._chars):
             yield event
 
     async def acomplete(self, request: ModelRequest) -> ModelResponse:

@@ -65,9 +65,16 @@ class EventStream:
         self._written_at = _loop_time()
 
     async def _send(self, stored: StoredEvent) -> None:
-        if self.wanted(stored):
-            await self._write(encode(stored))
-        self.last_sent = stored.id
+        await self._send_many([stored])
+
+    async def _send_many(self, events: list[StoredEvent]) -> None:
+        """The wanted ones of ``events`` in one write (one ``send`` for every frame ready at once)."""
+        if not events:
+            return
+        frames = [encode(stored) for stored in events if self.wanted(stored)]
+        if frames:
+            await self._write(b"".join(frames))
+        self.last_sent = events[-1].id
 
     async def run(self) -> web.StreamResponse:
         await self.response.prepare(self.request)
@@ -85,10 +92,11 @@ class EventStream:
         log = self.bus.log
         newest = await log.last_id(self.session_id)
         if self.resume is None:
-            for stored in await log.read_tail(self.session_id, 1000):
-                # Newer events arrived after ``newest`` was read: they are in the live queue already.
-                if stored.id <= newest and stored.type in REPLAY_TYPES and self.wanted(stored):
-                    await self._write(encode(stored))
+            # Newer events arrived after ``newest`` was read: they are in the live queue already.
+            frames = [encode(stored) for stored in await log.read_tail(self.session_id, 1000)
+                      if stored.id <= newest and stored.type in REPLAY_TYPES and self.wanted(stored)]
+            if frames:
+                await self._write(b"".join(frames))
             return newest
         if self.resume > newest:
             # the connection stays open: the next event it can carry is the one after the newest
@@ -99,8 +107,7 @@ class EventStream:
             page = await log.read(self.session_id, after=after, limit=_PAGE)
             if not page:
                 break
-            for stored in page:
-                await self._send(stored)
+            await self._send_many(page)
             after = page[-1].id
         return max(after, newest)
 
@@ -112,16 +119,47 @@ class EventStream:
                 await self._write(KEEPALIVE)
                 continue
             try:
-                stored = await sub.get(timeout_s=self.keepalive_s - quiet)
+                stored = await _next(sub, self.keepalive_s - quiet)
             except TimeoutError:
                 continue
-            if stored is None:
+            ended = stored is None
+            if stored is not None:
+                # Whatever else is queued already goes out with it, in one write.
+                more, ended = _take_ready(sub)
+                await self._send_many([e for e in (stored, *more) if e.id > seen])
+            if ended:
                 if sub.overflowed:
                     await self._write(gap_frame(self.clock, self.last_sent, None, "slow_consumer"))
                 return
-            if stored.id <= seen:
-                continue
-            await self._send(stored)
+
+
+async def _next(sub: Subscription, timeout_s: float) -> StoredEvent | None:
+    """``sub.get(timeout_s)`` without its extra task: the next event, None once the subscription
+    ended (its end marker stays queued), TimeoutError after ``timeout_s``."""
+    queue = sub.queue
+    if queue.empty():
+        async with asyncio.timeout(timeout_s):
+            item = await queue.get()
+    else:
+        item = queue.get_nowait()
+    if not isinstance(item, StoredEvent):
+        queue.put_nowait(item)
+        return None
+    return item
+
+
+def _take_ready(sub: Subscription) -> tuple[list[StoredEvent], bool]:
+    """The events already in ``sub``'s queue, without waiting, up to its end marker if one is there;
+    and whether it was (it stays queued for later readers, as ``Subscription.get`` leaves it)."""
+    ready: list[StoredEvent] = []
+    queue = sub.queue
+    while not queue.empty():
+        item = queue.get_nowait()
+        if not isinstance(item, StoredEvent):
+            queue.put_nowait(item)
+            return ready, True
+        ready.append(item)
+    return ready, False
 
 
 def parse_resume(request: web.Request) -> int | None:
