@@ -4,8 +4,9 @@
 Runs chats, colony triggers, stops, pauses, session churn and short event-stream visits against one
 server process for ``--minutes`` (default 30; ``--quick`` is 60 s), sampling its RSS (/proc/<pid>/status)
 and open file descriptors (/proc/<pid>/fd) every ``--sample-every`` seconds, plus the asyncio task count
-and event-loop lag when the server has ``GET /api/debug/runtime``. Prints the samples as they come and a
-JSON summary at the end (``--json FILE`` writes it too). Exit status 1 on a 5xx, a transport error, an
+and event-loop lag (worst per sample, p50 / p99 from the server's lag histogram) when the server has
+``GET /api/debug/runtime``. Prints the samples as they come and a JSON summary at the end (``--json FILE``
+writes it too). Exit status 1 on a 5xx, a transport error, an
 unclean shutdown, or growth past ``--max-fd-growth`` / ``--max-rss-growth-mib``.
 """
 

@@ -6,7 +6,9 @@ Samples, between two steps of the workload (so no request of ours is in flight):
 
 - ``rss_bytes`` from ``/proc/<pid>/status`` (VmRSS) and ``open_fds`` from ``/proc/<pid>/fd``;
 - ``asyncio_tasks`` and ``loop_lag_ms_max`` from ``GET /api/debug/runtime`` when the server has that
-  route (a proposed debug route); without it those two are left out of the report.
+  route (a proposed debug route); without it those two are left out of the report. With its
+  ``loop_lag_histogram`` (every 100 ms wake-up of the lag monitor, by lateness) the report also gives the
+  lag's p50 / p99 between the baseline and the last sample (as bucket bounds: "at most").
 
 The baseline is the first sample after a warm-up (imports, caches and SQLite pages settle in the first
 requests); growth is measured from there. Everything is counted, nothing is timed.
@@ -44,6 +46,7 @@ class Sample:
     open_fds: int
     asyncio_tasks: int | None = None
     loop_lag_ms_max: float | None = None
+    lag_counts: list[int] | None = field(default=None, repr=False)
 
 
 @dataclass
@@ -56,6 +59,7 @@ class SoakReport:
     debug_route: bool = False
     samples: list[Sample] = field(default_factory=list)
     baseline_index: int = 0
+    lag_bounds_ms: list[float] = field(default_factory=list)
 
     def baseline(self) -> Sample:
         return self.samples[self.baseline_index]
@@ -81,7 +85,27 @@ class SoakReport:
                 out["asyncio_tasks"] = {"baseline": tasks[0], "last": tasks[-1], "max": max(tasks)}
             if lags:
                 out["loop_lag_ms_max"] = {"median": round(statistics.median(lags), 1), "max": round(max(lags), 1)}
+            if base.lag_counts and last.lag_counts and self.lag_bounds_ms:
+                counts = [b - a for a, b in zip(base.lag_counts, last.lag_counts, strict=True)]
+                bounds = self.lag_bounds_ms
+                out["loop_lag_ms"] = {"wakeups": sum(counts), "p50_at_most": percentile(bounds, counts, 0.5),
+                                      "p99_at_most": percentile(bounds, counts, 0.99),
+                                      "over_100": sum(c for b, c in zip([*bounds, float("inf")], counts, strict=True)
+                                                      if b > 100)}
         return out
+
+
+def percentile(bounds: list[float], counts: list[int], q: float) -> float | None:
+    """The bound of the bucket holding the q-quantile (None past the last bound, or without counts)."""
+    total = sum(counts)
+    if not total:
+        return None
+    seen = 0
+    for bound, count in zip([*bounds, None], counts, strict=True):
+        seen += count
+        if seen >= q * total:
+            return bound
+    return None
 
 
 def mib(n: int) -> float:
@@ -126,6 +150,10 @@ class Soak:
                 body = resp.json()
                 s.asyncio_tasks = body.get("asyncio_tasks")
                 s.loop_lag_ms_max = body.get("loop_lag_ms_max")
+                histogram = body.get("loop_lag_histogram") or {}
+                if histogram.get("counts"):
+                    s.lag_counts = list(histogram["counts"])
+                    self.report.lag_bounds_ms = list(histogram["bounds_ms"])
         self.report.samples.append(s)
         return s
 
@@ -204,7 +232,7 @@ class Soak:
                 elif now >= next_sample:
                     s = self.sample(now - began, n + 1)
                     next_sample = now + self.sample_every_s
-                    self.log(json.dumps(s.__dict__))
+                    self.log(json.dumps({k: v for k, v in s.__dict__.items() if k != "lag_counts"}))
             time.sleep(1.0)                      # let the last executions settle before the final sample
             self.sample(time.monotonic() - began, self.report.steps)
             code = self.proc.stop()

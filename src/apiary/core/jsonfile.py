@@ -1,10 +1,16 @@
-"""Atomic JSON files: temporary file, fsync, rename. UTF-8, non-ASCII kept."""
+"""Atomic JSON files: temporary file, fsync, rename. UTF-8, non-ASCII kept.
+
+Callers on the event loop run the durable writes in a thread (``asyncio.to_thread``): an fsync can take
+hundreds of milliseconds on a busy disk. ``merge_json`` is a read-modify-write, so merges of one file are
+serialised (a lock per file name, from a fixed set) and two threads merging different keys lose neither.
+"""
 
 from __future__ import annotations
 
 import json
 import os
 import tempfile
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -36,6 +42,13 @@ def write_json(path: Path, value: Any, *, indent: int | None = 2, durable: bool 
         raise
 
 
+_MERGE_LOCKS = tuple(threading.Lock() for _ in range(64))
+
+
+def _merge_lock(path: Path) -> threading.Lock:
+    return _MERGE_LOCKS[hash(os.path.abspath(path)) % len(_MERGE_LOCKS)]
+
+
 def read_json(path: Path, default: Any = None) -> Any:
     """The file's JSON, or ``default`` when it is missing or unreadable."""
     try:
@@ -46,11 +59,12 @@ def read_json(path: Path, default: Any = None) -> Any:
 
 def merge_json(path: Path, updates: dict[str, Any], *, remove: tuple[str, ...] = ()) -> dict[str, Any]:
     """Merge keys into a JSON object file (never replaced wholesale) and return the result."""
-    current = read_json(path, {})
-    if not isinstance(current, dict):
-        current = {}
-    current.update(updates)
-    for key in remove:
-        current.pop(key, None)
-    write_json(path, current)
+    with _merge_lock(path):
+        current = read_json(path, {})
+        if not isinstance(current, dict):
+            current = {}
+        current.update(updates)
+        for key in remove:
+            current.pop(key, None)
+        write_json(path, current)
     return current

@@ -37,29 +37,30 @@ def _content_chars(messages: list[Any]) -> int:
 
 
 class _PrefixChars:
-    """The character count of a conversation's messages, kept per conversation (keyed by its first
-    message) so that a request that only adds messages is counted in O(new messages) Python work:
-    the counted prefix is checked against the request's with one list comparison (identical items
-    compare at C speed), and anything else is counted afresh."""
+    """The character count of a conversation's messages, kept per conversation (keyed by the identity
+    of its first message) so that a request that only adds messages is counted in O(new messages) of
+    Python work. Only the messages' ids are kept, never the messages: a long-running server must not
+    hold on to conversations (a recycled id can at worst skew a fake model's token estimate)."""
 
     def __init__(self, size: int = 256) -> None:
         self._size = size
-        self._known: dict[int, tuple[list[Any], int]] = {}   # id(first message) -> (messages counted, chars)
+        self._known: dict[int, tuple[tuple[int, ...], int]] = {}   # id(first) -> (ids counted, chars)
 
     def count(self, messages: list[Any]) -> int:
         if not messages:
             return 0
         key = id(messages[0])
         known = self._known.get(key)
+        ids = tuple(map(id, messages))
         start, total = 0, 0
         if known is not None:
             prefix, chars = known
-            if len(messages) >= len(prefix) and messages[:len(prefix)] == prefix:
+            if ids[:len(prefix)] == prefix:
                 start, total = len(prefix), chars
         total += _content_chars(messages[start:])
         if known is None and len(self._known) >= self._size:
             self._known.pop(next(iter(self._known)))
-        self._known[key] = (list(messages), total)
+        self._known[key] = (ids, total)
         return total
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import shutil
+import weakref
 from typing import Any
 
 from apiary.core.clock import utc_iso
@@ -43,7 +44,8 @@ class SessionManager:
     def __init__(self, deps: SessionDeps) -> None:
         self.deps = deps
         self.live: dict[str, Session] = {}       # in memory; parked sessions are in ``parking.records``
-        self._locks: dict[str, asyncio.Lock] = {}
+        # a lock lives while someone holds or awaits it, so ids that come and go leave nothing behind
+        self._locks: weakref.WeakValueDictionary[str, asyncio.Lock] = weakref.WeakValueDictionary()
         coordination = deps.stores.coordination
         self.leases = SessionLeases(coordination, lease_s=deps.settings.sessions.lease_s, tasks=deps.tasks) \
             if coordination is not None else None   # several API servers on one database
@@ -153,9 +155,9 @@ class SessionManager:
         if self.leases is not None:
             await self.leases.acquire(stored.session_id)
         llm = self.deps.make_llm(model_spec)
-        meta = stored.merge_meta({"created_at": meta.get("created_at", self.deps.clock.now()),
-                                  "queen_id": profile.id, "phase": phase, "model": model_spec},
-                                 remove=("ended_at",))
+        meta = await asyncio.to_thread(stored.merge_meta, {   # fsync: off the event loop
+            "created_at": meta.get("created_at", self.deps.clock.now()), "queen_id": profile.id, "phase": phase,
+            "model": model_spec}, remove=("ended_at",))
         session = Session(deps=self.deps, stored=stored, profile=profile, model_spec=model_spec, llm=llm,
                           phase=phase, meta=meta)
         self.live[session.id] = session
@@ -189,7 +191,7 @@ class SessionManager:
             raise NotFound(f"Session '{session_id}' not found")
         if session is not None:
             await self._stop(session)
-        stored.merge_meta({"ended_at": utc_iso(self.deps.clock.now())})
+        await asyncio.to_thread(stored.merge_meta, {"ended_at": utc_iso(self.deps.clock.now())})
 
     async def _stop(self, session: Session) -> None:
         self.deps.bus.end_session(session.id)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from pathlib import Path
 from typing import Any
@@ -41,6 +42,7 @@ class Session:
         self._queen_tools: Toolset | None = None
         self.mcp = McpRegistry.for_queen(deps.layout.queen_dir(profile.id))   # starts nothing yet
         self.budget = self._make_budget(meta)
+        self._phase_lock = asyncio.Lock()
 
     def _make_budget(self, meta: dict[str, Any]) -> Budget:
         cfg = self.deps.settings.budgets
@@ -79,14 +81,15 @@ class Session:
 
     async def switch_phase(self, phase: str, *, source: str = "frontend", agent_path: str | None = None) -> bool:
         """Set the phase, persist it, publish, and (unless the queen did it) tell her. False if unchanged."""
-        if phase == self.phase:
-            return False
-        self.phase = phase
-        self.stored.merge_meta({"phase": phase})
-        data: JsonObject = {"phase": phase}
-        if agent_path:
-            data["agent_path"] = agent_path
-        await self.publish("queen_phase_changed", data)
+        async with self._phase_lock:   # one switch at a time: persisted and published in call order
+            if phase == self.phase:
+                return False
+            self.phase = phase
+            await asyncio.to_thread(self.stored.merge_meta, {"phase": phase})   # an fsync: off the event loop
+            data: JsonObject = {"phase": phase}
+            if agent_path:
+                data["agent_path"] = agent_path
+            await self.publish("queen_phase_changed", data)
         if source != "tool":
             tools = ", ".join(self.phase_tool_names())
             from apiary.agent.context import InboxItem

@@ -6,18 +6,25 @@ come from a per-session counter kept in memory after the first read and are assi
 order inside the writer, so they stay gap-free; the counter only advances once the rows are
 committed. The writer runs in a task of its own: a publisher cancelled while waiting cannot
 leave a written row behind an unadvanced counter.
+
+Bounded: the counters are a cache of ``MAX(id)`` (at most ``LAST_CACHE`` sessions, least recently
+used dropped, always under the lock); a read of more than ``DECODE_INLINE_ROWS`` rows decodes its JSON
+in a worker thread, so a long history never holds the event loop for the whole parse.
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
+from collections import OrderedDict
 
 from apiary.core.events import Event, StoredEvent
 from apiary.storage.base import EventLog
 from apiary.storage.sqlite.database import Database
 
 _INSERT = "INSERT INTO events (session_id, id, type, body) VALUES (?, ?, ?, ?)"
+LAST_CACHE = 1024          # sessions whose last id is kept in memory
+DECODE_INLINE_ROWS = 256   # larger reads are decoded off the event loop
 
 
 def _row_to_event(row: tuple[int, str]) -> StoredEvent:
@@ -25,19 +32,37 @@ def _row_to_event(row: tuple[int, str]) -> StoredEvent:
     return StoredEvent(event_id, Event.from_wire(json.loads(body)), body)
 
 
+def _rows_to_events(rows: list[tuple[int, str]]) -> list[StoredEvent]:
+    return [_row_to_event(r) for r in rows]
+
+
+async def _decode(rows: list[tuple[int, str]]) -> list[StoredEvent]:
+    if len(rows) <= DECODE_INLINE_ROWS:
+        return _rows_to_events(rows)
+    return await asyncio.to_thread(_rows_to_events, rows)
+
+
 class SqliteEventLog(EventLog):
     def __init__(self, db: Database) -> None:
         self._db = db
         self._lock = asyncio.Lock()
-        self._last: dict[str, int] = {}
+        self._last: OrderedDict[str, int] = OrderedDict()   # only touched under ``_lock``
         self._queue: list[tuple[str, list[Event], asyncio.Future[list[StoredEvent]]]] = []
         self._writer: asyncio.Task[None] | None = None
 
     async def _last_locked(self, session_id: str) -> int:
-        if session_id not in self._last:
+        last = self._last.get(session_id)
+        if last is None:
             row = await self._db.fetchone("SELECT MAX(id) FROM events WHERE session_id = ?", (session_id,))
-            self._last[session_id] = int(row[0] or 0)
-        return self._last[session_id]
+            last = int(row[0] or 0)
+        self._remember(session_id, last)
+        return last
+
+    def _remember(self, session_id: str, last: int) -> None:
+        self._last[session_id] = last
+        self._last.move_to_end(session_id)
+        while len(self._last) > LAST_CACHE:
+            self._last.popitem(last=False)
 
     async def append(self, session_id: str, event: Event) -> StoredEvent:
         return (await self.append_many(session_id, [event]))[0]
@@ -73,7 +98,8 @@ class SqliteEventLog(EventLog):
             if not isinstance(exc, Exception):
                 raise
             return
-        self._last.update(next_id)
+        for session_id, last in next_id.items():
+            self._remember(session_id, last)
         for (_, _, future), stored in zip(batch, results, strict=True):
             if not future.done():
                 future.set_result(stored)
@@ -83,13 +109,14 @@ class SqliteEventLog(EventLog):
             "SELECT id, body FROM events WHERE session_id = ? AND id > ? ORDER BY id LIMIT ?",
             (session_id, after, -1 if limit is None else limit),
         )
-        return [_row_to_event(r) for r in rows]
+        return await _decode(rows)
 
     async def read_tail(self, session_id: str, limit: int) -> list[StoredEvent]:
         rows = await self._db.fetchall(
             "SELECT id, body FROM events WHERE session_id = ? ORDER BY id DESC LIMIT ?", (session_id, limit)
         )
-        return [_row_to_event(r) for r in reversed(rows)]
+        rows.reverse()
+        return await _decode(rows)
 
     async def last_id(self, session_id: str) -> int:
         async with self._lock:
