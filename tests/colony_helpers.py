@@ -250,3 +250,15 @@ def active_ids(client: TestClient, sid: str) -> list[str]:
 
     session = client.server.app[APP_STATE].sessions.loaded(sid)
     return list(session.colony.active()) if session and session.colony else []
+
+
+async def seed_pg_tasks(pg_url: str, colony: str, goals: list[str]) -> list[str]:
+    """Tasks straight into a colony's shared queue on PostgreSQL; their ids in order."""
+    from apiary.storage.postgres.database import PgDatabase
+    from apiary.storage.postgres.tasks import PgTaskQueue
+
+    db = await PgDatabase.open(pg_url)
+    try:
+        return await PgTaskQueue(db, colony).enqueue([{"goal": g} for g in goals], "queen_create")
+    finally:
+        await db.close()

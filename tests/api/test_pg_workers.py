@@ -8,7 +8,7 @@ from typing import Any
 
 import psycopg
 
-from colony_helpers import FAST, history, of_type, open_colony, trigger, wait_events, write_colony
+from colony_helpers import FAST, history, of_type, open_colony, seed_pg_tasks, trigger, wait_events, write_colony
 from helpers import create_session, wait_until
 
 FINAL = ("execution_completed", "execution_failed", "execution_paused")
@@ -29,21 +29,10 @@ def rows(pg_url: str, sql: str, *params: Any) -> list[tuple[Any, ...]]:
         return list(conn.execute(sql, params).fetchall())
 
 
-async def seed(pg_url: str, colony: str, goals: list[str]) -> list[str]:
-    from apiary.storage.postgres.database import PgDatabase
-    from apiary.storage.postgres.tasks import PgTaskQueue
-
-    db = await PgDatabase.open(pg_url)
-    try:
-        return await PgTaskQueue(db, colony).enqueue([{"goal": g} for g in goals], "queen_create")
-    finally:
-        await db.close()
-
-
 async def test_trigger_runs_on_a_worker_and_everything_lands_in_postgres(make_client, home: Path, pg_url: str):
     client = await pg_client(make_client, pg_url)
     colony = write_colony(home, "pgc", goal="Count the bees")
-    [task_id] = await seed(pg_url, "pgc", ["count them"])
+    [task_id] = await seed_pg_tasks(pg_url, "pgc", ["count them"])
     sid = (await open_colony(client, colony))["session_id"]
     execution_id = (await trigger(client, sid))["execution_id"]
     [final] = await wait_events(client, sid, of_type(*FINAL, execution_id=execution_id), timeout=20,
@@ -86,7 +75,7 @@ async def test_trigger_runs_on_a_worker_and_everything_lands_in_postgres(make_cl
 async def test_stop_reaches_the_worker_and_the_stream_is_free_again(make_client, home: Path, pg_url: str):
     client = await pg_client(make_client, pg_url, cancel_grace_s=1.0)
     colony = write_colony(home, "slow", goal="Take your time")
-    await seed(pg_url, "slow", ["a slow task\ndemo:delay 400"])
+    await seed_pg_tasks(pg_url, "slow", ["a slow task\ndemo:delay 400"])
     sid = (await open_colony(client, colony))["session_id"]
     execution_id = (await trigger(client, sid))["execution_id"]
     await wait_events(client, sid, worker_delta(execution_id), timeout=20,
@@ -174,7 +163,7 @@ async def test_a_stopping_server_gives_its_executions_back_and_the_next_one_resu
     client = await pg_client(make_client, pg_url)
     colony = write_colony(home, "handover", tools=["run_command"], goal="Slow work")
     # The worker acts on the directives of its task's goal: a tool call that takes a while.
-    [task_id] = await seed(pg_url, "handover", ['the one task\ndemo:tool run_command {"command": "sleep 3"}'])
+    [task_id] = await seed_pg_tasks(pg_url, "handover", ['the one task\ndemo:tool run_command {"command": "sleep 3"}'])
     sid = (await open_colony(client, colony))["session_id"]
     execution_id = (await trigger(client, sid))["execution_id"]
     await wait_events(client, sid, of_type("tool_call_started", execution_id=execution_id, stream_id="default"),

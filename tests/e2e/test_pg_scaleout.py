@@ -18,7 +18,8 @@ import aiohttp
 import psycopg
 import pytest
 
-from colony_helpers import write_colony
+from colony_helpers import seed_pg_tasks, write_colony
+from helpers import wait_until
 
 pytestmark = pytest.mark.e2e
 
@@ -88,17 +89,6 @@ def q(pg_url: str, sql: str, *params: Any) -> list[tuple[Any, ...]]:
         return list(conn.execute(sql, params).fetchall())
 
 
-async def seed(pg_url: str, colony: str, goals: list[str]) -> list[str]:
-    from apiary.storage.postgres.database import PgDatabase
-    from apiary.storage.postgres.tasks import PgTaskQueue
-
-    db = await PgDatabase.open(pg_url)
-    try:
-        return await PgTaskQueue(db, colony).enqueue([{"goal": g} for g in goals], "queen_create")
-    finally:
-        await db.close()
-
-
 async def collect_sse(http: aiohttp.ClientSession, url: str, into: list[dict[str, Any]]) -> None:
     """Every event type the stream offers, from the first event on (``Last-Event-ID: 0``)."""
     from apiary.server.routes.events import KNOWN_TYPES
@@ -112,18 +102,6 @@ async def collect_sse(http: aiohttp.ClientSession, url: str, into: list[dict[str
                 into.append(json.loads(line[6:]))
 
 
-async def wait_for(predicate, *, timeout: float, what: str) -> Any:
-    deadline = asyncio.get_running_loop().time() + timeout
-    while True:
-        value = predicate()
-        if asyncio.iscoroutine(value):
-            value = await value
-        if value:
-            return value
-        assert asyncio.get_running_loop().time() < deadline, f"timed out waiting for {what}"
-        await asyncio.sleep(0.1)
-
-
 async def test_three_workers_one_killed_every_task_once_every_event_seen(tmp_path: Path, pg_url: str):
     from apiary.storage import migrate_database
 
@@ -134,7 +112,7 @@ async def test_three_workers_one_killed_every_task_once_every_event_seen(tmp_pat
     # "default" is always there: use it and two more, so three executions run at once.
     streams = ("default", *ENTRY_POINTS[1:])
     goals = [f"task {i}\ndemo:delay 120" for i in range(TASKS)]
-    task_ids = await seed(pg_url, "swarm", goals)
+    task_ids = await seed_pg_tasks(pg_url, "swarm", goals)
 
     api = Proc("serve", "--port", "0", "--home", str(api_home), "--database", pg_url)
     workers = [Proc("worker", "--database", pg_url, "--home", str(tmp_path / f"w{i}"), "--concurrency", "1")
@@ -177,7 +155,7 @@ async def test_three_workers_one_killed_every_task_once_every_event_seen(tmp_pat
                           " c.colony = e.colony AND c.session_id = e.id)")
                 return (found[0][0], found[0][1]) if found else None
 
-            killed_execution, killed_name = await wait_for(victim, timeout=60, what="an execution mid-task")
+            killed_execution, killed_name = await wait_until(victim, timeout=60, what="an execution mid-task")
             [dead] = [w for w in workers if killed_name.endswith(f":{w.pid}")]
             await dead.kill()
             assert killed_execution not in finals()
@@ -194,7 +172,7 @@ async def test_three_workers_one_killed_every_task_once_every_event_seen(tmp_pat
                             busy.add(stream)
                 return all(e in ended for e in started) and not pending[0][0]
 
-            await wait_for(queue_done, timeout=120, what="every task to be worked")
+            await wait_until(queue_done, timeout=120, what="every task to be worked")
             # The stream has caught up with the log once it shows the last stored event.
             from apiary.server.routes.events import KNOWN_TYPES
 
@@ -212,7 +190,7 @@ async def test_three_workers_one_killed_every_task_once_every_event_seen(tmp_pat
                 agreed.update(log_ids=[i for i, _ in stored], offered=offered)
                 return True
 
-            await wait_for(caught_up, timeout=15, what="the SSE stream to hold every stored event")
+            await wait_until(caught_up, timeout=15, what="the SSE stream to hold every stored event")
             log_ids, offered = agreed["log_ids"], agreed["offered"]
             reader.cancel()
 
@@ -251,7 +229,7 @@ async def test_stop_on_the_api_server_stops_a_worker_process_within_a_second(tmp
     await migrate_database(pg_url, home=tmp_path)
     api_home = tmp_path / "api"
     colony = write_colony(api_home, "stoppy", goal="Work slowly")
-    await seed(pg_url, "stoppy", ["a long task\ndemo:delay 300"])
+    await seed_pg_tasks(pg_url, "stoppy", ["a long task\ndemo:delay 300"])
     api = Proc("serve", "--port", "0", "--home", str(api_home), "--database", pg_url)
     worker = Proc("worker", "--database", pg_url, "--home", str(tmp_path / "w"), "--concurrency", "1")
     events: list[dict[str, Any]] = []
@@ -264,7 +242,7 @@ async def test_stop_on_the_api_server_stops_a_worker_process_within_a_second(tmp
             reader = asyncio.ensure_future(collect_sse(http, f"{base}/api/sessions/{sid}/events", events))
             async with http.post(f"{base}/api/sessions/{sid}/trigger", json={}) as resp:
                 execution_id = (await resp.json())["execution_id"]
-            await wait_for(lambda: any(e["type"] == "llm_text_delta" and e.get("stream_id") == "default"
+            await wait_until(lambda: any(e["type"] == "llm_text_delta" and e.get("stream_id") == "default"
                                        for e in events), timeout=30, what="the worker process to stream")
             [(holder,)] = q(pg_url, "SELECT worker FROM apiary_executions WHERE id = %s", execution_id)
             assert holder.endswith(f":{worker.pid}")   # it runs in the other process
@@ -272,7 +250,7 @@ async def test_stop_on_the_api_server_stops_a_worker_process_within_a_second(tmp
                 body = await resp.json()
             # 200 (not 202) means the final event was in within the grace period of one second.
             assert resp.status == 200 and body["stopped"] is True, body
-            await wait_for(lambda: any(e["type"] == "execution_failed" and e.get("stream_id") == "default"
+            await wait_until(lambda: any(e["type"] == "execution_failed" and e.get("stream_id") == "default"
                                        for e in events), timeout=10, what="the final event on the SSE stream")
             final = [e for e in events if e["type"] in FINAL and e.get("stream_id") == "default"]
             assert len(final) == 1 and final[0]["data"].get("cancelled") is True

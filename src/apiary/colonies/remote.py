@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from apiary.colonies.execution import Claim, ExecutionRequest
+from apiary.colonies.spec import spec_files
 from apiary.colonies.stream import RESTARTED, CancelOutcome
 from apiary.core.clock import utc_iso
 from apiary.core.errors import AlreadyRunning, ApiaryError
@@ -28,12 +29,8 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 
-def queen_target(session_id: str) -> str:
-    return f"queen:{session_id}"
-
-
-def exec_target(colony: str, execution_id: str) -> str:
-    return f"exec:{colony}/{execution_id}"
+queen_target = Coordination.queen_target
+exec_target = Coordination.exec_target
 
 
 def request_json(request: ExecutionRequest) -> dict[str, Any]:
@@ -171,6 +168,29 @@ class QueenMailbox:
         self.target = queen_target(runtime.session_id)
         self._wanted = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
+
+    async def join(self) -> None:
+        """Publish the colony's spec for worker hosts, adopt executions still active, read the mailbox.
+        Stale worker sessions need no recovery here: an expired lease moves them on."""
+        rt = self.runtime
+        await self.coordination.register_colony(rt.name, rt.session_id, await asyncio.to_thread(spec_files, rt.path))
+        for row in await self.coordination.active_executions(rt.name):
+            stream = rt.streams.get(str(row.get("entry_point")))
+            if isinstance(stream, RemoteStream) and row.get("session_id") == rt.session_id:
+                stream.adopt(row)
+        self.start()
+
+    def inject(self, node_id: str, content: str, request_id: str | None) -> bool:
+        """An answer for a waiting worker: the worker holding the execution delivers it, as locally."""
+        rt = self.runtime
+        active = list(rt.active())
+        if not active or node_id != "worker":
+            return False
+        body = {"kind": "inject", "node_id": node_id, "content": content, "request_id": request_id}
+        for execution_id in active:
+            rt.tasks.spawn(self.coordination.post(exec_target(rt.name, execution_id), body),
+                           name=f"inject:{execution_id}")
+        return True
 
     def start(self) -> None:
         self.runtime.stores.add_notification_callback(self._on_notification)

@@ -17,10 +17,11 @@ from apiary.agent.state import LoopConfig, RetryPolicy
 from apiary.bus.bus import EventBus
 from apiary.colonies.execution import PAUSED, SHUTDOWN, Execution, ExecutionRequest
 from apiary.colonies.progress import goal_progress
-from apiary.colonies.remote import QueenMailbox, RemoteExecution, RemoteStream, exec_target
-from apiary.colonies.spec import ColonySpec, EntryPoint, spec_files
+from apiary.colonies.remote import QueenMailbox, RemoteExecution, RemoteStream
+from apiary.colonies.spec import ColonySpec, EntryPoint
 from apiary.colonies.stream import CancelOutcome, ExecutionStream
 from apiary.colonies.timers import TimerSet
+from apiary.colonies.worker_session import recover_stale_sessions
 from apiary.core.clock import Clock
 from apiary.core.config import Settings
 from apiary.core.errors import ApiaryError
@@ -143,21 +144,9 @@ class ColonyRuntime:
         self.tasks.spawn(self._reclaim_periodically(), name=f"reclaim:{self.name}")
         await self.timers.start()
         if self.mailbox is not None:
-            await self._join_workers()
+            await self.mailbox.join()
         else:
-            await self._recover_stale_sessions()
-
-    async def _join_workers(self) -> None:
-        """Queen's side with worker processes: publish the spec, adopt executions still running, read
-        the mailbox. Stale worker sessions need no recovery here: an expired lease moves them on."""
-        coordination = self.stores.coordination
-        assert coordination is not None and self.mailbox is not None
-        await coordination.register_colony(self.name, self.session_id, await asyncio.to_thread(spec_files, self.path))
-        for row in await coordination.active_executions(self.name):
-            stream = self.streams.get(str(row.get("entry_point")))
-            if isinstance(stream, RemoteStream) and row.get("session_id") == self.session_id:
-                stream.adopt(row)
-        self.mailbox.start()
+            await recover_stale_sessions(self)
 
     async def load_for_worker(self) -> None:
         """A worker process's runtime: tools and outputs, and the stale-claim sweep; no timers."""
@@ -184,28 +173,6 @@ class ColonyRuntime:
     async def worker_session_stores(self) -> list[WorkerSessionStore]:
         ids = await self.stores.worker_session_ids(self.name, self.layout.worker_sessions(self.name))
         return [self.worker_session_store(i) for i in ids if is_safe_segment(i)]
-
-    async def _recover_stale_sessions(self) -> None:
-        """Worker sessions left ``active`` by a dead process: resume the newest, cancel the rest (B 2.4)."""
-        stale = []
-        for store in await self.worker_session_stores():
-            try:
-                state = await store.read_state()
-            except (ValueError, OSError):
-                continue
-            if state and state.get("status") == "active":
-                stale.append((str(state.get("timestamps", {}).get("updated_at") or ""), store, state))
-        stale.sort(key=lambda item: item[0])
-        resume = stale.pop() if stale and self.settings.colonies.resume_stale_sessions else None
-        for _, store, state in stale:
-            state["status"] = "cancelled"
-            state["result"] = {"success": False, "error": "Stale session: runtime restarted", "output": {}}
-            await store.write_state(state)
-        if resume is not None:
-            _, store, state = resume
-            checkpoint = await store.latest_checkpoint()
-            if checkpoint is not None:
-                await self.resume(store.id, checkpoint, state, entry_point=str(state.get("entry_point") or "default"))
 
     async def _reclaim_periodically(self) -> None:
         period = max(1.0, min(self.settings.colonies.stale_claim_s / 3, 300.0))
@@ -370,7 +337,7 @@ class ColonyRuntime:
         from apiary.agent.context import InboxItem
 
         if self.mailbox is not None:
-            return self._inject_remote(node_id, content, request_id)
+            return self.mailbox.inject(node_id, content, request_id)
         loops = [ex.loop for ex in self.active().values() if ex.loop is not None and ex.loop.ctx.node_id == node_id]
         if request_id is not None:
             loops = [loop for loop in loops if request_id in loop.ctx.waiting_requests]
@@ -379,18 +346,6 @@ class ColonyRuntime:
         waiting = [loop for loop in loops if loop.ctx.waiting_requests]
         target = min(waiting, key=lambda lp: min(lp.ctx.waiting_requests.values())) if waiting else loops[0]
         target.inject(InboxItem(content, "answer", request_id=request_id))
-        return True
-
-    def _inject_remote(self, node_id: str, content: str, request_id: str | None) -> bool:
-        """The worker that holds the execution delivers it (to the waiting loop, as locally)."""
-        coordination = self.stores.coordination
-        active = list(self.active())
-        if coordination is None or not active or node_id != "worker":
-            return False
-        body = {"kind": "inject", "node_id": node_id, "content": content, "request_id": request_id}
-        for execution_id in active:
-            self.tasks.spawn(coordination.post(exec_target(self.name, execution_id), body),
-                             name=f"inject:{execution_id}")
         return True
 
     async def goal_progress(self) -> dict[str, Any]:

@@ -225,6 +225,14 @@ class Coordination(ABC):
     CHANNEL = "apiary_control"
     WORK = "work"
 
+    @staticmethod
+    def queen_target(session_id: str) -> str:
+        return f"queen:{session_id}"
+
+    @staticmethod
+    def exec_target(colony: str, execution_id: str) -> str:
+        return f"exec:{colony}/{execution_id}"
+
     @abstractmethod
     async def submit(self, colony: str, execution_id: str, session_id: str, entry_point: str,
                      request: dict[str, Any]) -> bool:

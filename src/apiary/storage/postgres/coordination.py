@@ -15,10 +15,6 @@ from apiary.storage.postgres.mailbox import PgColonyRegistry, PgMailbox
 ACTIVE = "('pending', 'running')"
 
 
-def exec_target(colony: str, execution_id: str) -> str:
-    return f"exec:{colony}/{execution_id}"
-
-
 class PgCoordination(Coordination):
     def __init__(self, db: PgDatabase) -> None:
         self._db = db
@@ -92,7 +88,7 @@ class PgCoordination(Coordination):
             row = await cur.fetchone()
             if row is None:
                 return "not_found"
-            await conn.execute("SELECT pg_notify(%s, %s)", (self.CHANNEL, exec_target(colony, execution_id)))
+            await conn.execute("SELECT pg_notify(%s, %s)", (self.CHANNEL, self.exec_target(colony, execution_id)))
         return "ended" if row[0] == "ended" else "running"
 
     async def cancel_reason(self, colony: str, execution_id: str) -> str | None:

@@ -11,9 +11,11 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from apiary.storage.base import Coordination
 from apiary.storage.postgres.database import PgDatabase
 
-CHANNEL = "apiary_control"
+CHANNEL = Coordination.CHANNEL
+
 
 
 class PgMailbox:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from pathlib import Path
 
-from apiary.storage.base import Stores, TaskQueue, WorkerSessionStore
+from apiary.storage.base import Coordination, Stores, TaskQueue, WorkerSessionStore
 from apiary.storage.postgres.conversations import PgConversationStore, PgRecordingStore
 from apiary.storage.postgres.coordination import PgCoordination
 from apiary.storage.postgres.database import PgDatabase
@@ -16,7 +16,7 @@ from apiary.storage.postgres.tasks import CHANNEL as TASKS_CHANNEL
 from apiary.storage.postgres.tasks import PgTaskQueue
 from apiary.storage.postgres.worker_sessions import PgWorkerSession, list_worker_sessions
 
-CONTROL_CHANNEL = "apiary_control"
+CONTROL_CHANNEL = Coordination.CHANNEL
 
 
 class PgStores(Stores):

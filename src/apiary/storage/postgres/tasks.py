@@ -162,11 +162,12 @@ class PgTaskQueue(TaskQueue):
                 counts[status] += n
         return counts
 
-    async def snapshot(self, limit: int = 500) -> list[dict[str, Any]]:
+    async def snapshot(self, limit: int = 500, *, task_id: str | None = None) -> list[dict[str, Any]]:
+        only = " AND id = %s" if task_id is not None else ""
         rows = await self._db.fetchall(
             "SELECT id, goal, status, priority, worker_id, retry_count, last_error, created_at, updated_at,"
-            f" completed_at, steps FROM apiary_tasks WHERE colony = %s ORDER BY {_ORDER} LIMIT %s",
-            (self.colony, max(0, int(limit))))
+            f" completed_at, steps FROM apiary_tasks WHERE colony = %s{only} ORDER BY {_ORDER} LIMIT %s",
+            (self.colony, *((task_id,) if task_id is not None else ()), max(0, int(limit))))
         names = ("id", "goal", "status", "priority", "worker_id", "retry_count", "last_error", "created_at",
                  "updated_at", "completed_at")
         items = []
@@ -181,7 +182,7 @@ class PgTaskQueue(TaskQueue):
         return {"tasks": await self.counts(), "items": await self.snapshot(limit)}
 
     async def get(self, task_id: str) -> dict[str, Any] | None:
-        items = [i for i in await self.snapshot(100_000) if i["id"] == task_id]
+        items = await self.snapshot(1, task_id=task_id)   # one row, not the whole queue
         return items[0] if items else None
 
     async def events(self, task_id: str) -> list[dict[str, Any]]:
