@@ -58,6 +58,7 @@ async def test_trigger_runs_on_a_worker_and_everything_lands_in_postgres(make_cl
     # The report reached the queen's side: the worker is listed as finished, the queue as done.
     workers = await (await client.get(f"/api/sessions/{sid}/workers")).json()
     assert [w["worker_id"] for w in workers["workers"]] == [execution_id]
+    assert workers["workers"][0]["result"]["tokens_used"] > 0   # reported by the worker
     snap = await (await client.get("/api/colonies/pgc/progress/snapshot")).json()
     assert snap["tasks"]["done"] == 1 and [i["id"] for i in snap["items"]] == [task_id]
     browse = await client.get("/api/colonies/pgc/data/tables")
@@ -197,3 +198,18 @@ def test_apiary_worker_refuses_a_database_it_cannot_share(tmp_path: Path):
                           text=True, timeout=60, env=env)
     assert done.returncode != 0
     assert "apiary worker needs a shared database: --database postgresql://" in done.stderr
+
+
+async def test_tasks_seeded_together_are_claimed_in_the_order_given(pg_url: str):
+    from apiary.storage.postgres.database import PgDatabase
+    from apiary.storage.postgres.tasks import PgTaskQueue
+
+    goals = [f"task {i}" for i in range(20)]
+    ids = await seed_pg_tasks(pg_url, "ordered", goals)
+    db = await PgDatabase.open(pg_url)
+    try:
+        queue = PgTaskQueue(db, "ordered")
+        claimed = [(await queue.claim("w")).goal for _ in goals]
+    finally:
+        await db.close()
+    assert claimed == goals and len(ids) == 20

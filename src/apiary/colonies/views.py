@@ -19,7 +19,8 @@ def worker_json(runtime: ColonyRuntime, execution_id: str) -> dict[str, Any] | N
     if execution.result is not None:
         duration = round((execution.ended_at or runtime.clock.now()) - execution.started_at, 3)
         loop_state = execution.loop.ctx.state if execution.loop else None
-        tokens = loop_state.input_tokens + loop_state.output_tokens if loop_state else 0
+        tokens = loop_state.input_tokens + loop_state.output_tokens if loop_state else \
+            int(execution.result.get("tokens_used") or 0)   # a worker process reports them
         result = {"status": execution.result["status"], "summary": execution.result.get("summary", ""),
                   "error": execution.result.get("error"), "tokens_used": tokens, "duration_seconds": duration}
     active = execution_id in runtime.active()

@@ -257,8 +257,11 @@ class WorkerService:
         except Exception:   # the lease runs out and another node finishes it from the last checkpoint
             logger.exception("worker %s: could not record the end of %s", self.name, claimed.id)
             return
+        result = dict(execution.result or {})
+        if execution.loop is not None:
+            result["tokens_used"] = execution.loop.ctx.state.input_tokens + execution.loop.ctx.state.output_tokens
         self._host(claimed.session_id).post(_ended_message(claimed, execution.request.entry_point, execution.status,
-                                                           execution.result, execution.claim_json(),
+                                                           result, execution.claim_json(),
                                                            execution.claim.goal if execution.claim else ""))
 
     # -- colonies ------------------------------------------------------------------------------------

@@ -56,8 +56,10 @@ class PgTaskQueue(TaskQueue):
             sops = [{"key": s.key, "description": s.description, "required": s.required, "done_at": None}
                     for s in spec.sop_items]
             statements.append((
+                # clock_timestamp(), not now(): tasks seeded together are claimed in the order given
                 "INSERT INTO apiary_tasks (colony, id, seq, priority, goal, payload, max_retries, parent_task_id,"
-                " source, steps, sop_items) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)",
+                " source, steps, sop_items, created_at) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s,"
+                " clock_timestamp())",
                 (self.colony, spec.id, spec.seq, spec.priority, spec.goal, spec.payload, spec.max_retries,
                  spec.parent_task_id, source, json.dumps(steps), json.dumps(sops))))
             statements.append(self._log(spec.id, None, "created", None, "pending"))
