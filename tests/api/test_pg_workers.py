@@ -213,3 +213,25 @@ async def test_tasks_seeded_together_are_claimed_in_the_order_given(pg_url: str)
     finally:
         await db.close()
     assert claimed == goals and len(ids) == 20
+
+
+async def test_a_restarted_server_takes_over_the_leases_of_its_dead_predecessor(make_client, pg_url: str):
+    import asyncio
+    import socket
+    import sys
+
+    client = await pg_client(make_client, pg_url)
+    sid = (await create_session(client))["session_id"]
+    # The lease as a killed server on this host left it: a pid that no longer runs, an hour to go.
+    proc = await asyncio.create_subprocess_exec(sys.executable, "-c", "pass")
+    await proc.wait()   # its pid no longer runs
+    holder = f"{socket.gethostname()}:{proc.pid}:abc123"
+    await client.close()
+    with psycopg.connect(pg_url) as conn:
+        conn.execute("INSERT INTO apiary_session_leases VALUES (%s, %s, now() + interval '1 hour')"
+                     " ON CONFLICT (session_id) DO UPDATE SET owner = EXCLUDED.owner,"
+                     " lease_until = EXCLUDED.lease_until", (sid, holder))
+    again = await pg_client(make_client, pg_url)
+    resp = await again.post(f"/api/sessions/{sid}/chat", json={"message": "back again"})
+    assert resp.status == 200, await resp.text()
+    assert rows(pg_url, "SELECT owner FROM apiary_session_leases WHERE session_id = %s", sid)[0][0] != holder

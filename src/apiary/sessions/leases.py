@@ -31,6 +31,8 @@ class SessionLeases:
 
     async def acquire(self, session_id: str) -> None:
         holder = await self.coordination.lease_session(session_id, self.owner, self.lease_s)
+        if holder != self.owner and _died_here(holder):   # e.g. this server, killed and started again
+            holder = await self.coordination.lease_session(session_id, self.owner, self.lease_s, take_from=holder)
         if holder != self.owner:
             raise Conflict(f"Session '{session_id}' is served by another API server ({holder}); send its "
                            "requests there, or wait for that server's lease to expire", held_by=holder)
@@ -58,3 +60,18 @@ class SessionLeases:
             await self.coordination.release_session(None, self.owner)
         except Exception:
             logger.warning("could not release session leases", exc_info=True)
+
+
+def _died_here(holder: str) -> bool:
+    """A holder on this host whose process is gone: its lease need not be waited out."""
+    host, _, rest = holder.partition(":")
+    pid = rest.partition(":")[0]
+    if host != socket.gethostname() or not pid.isdigit():
+        return False
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:
+        return False
+    return False

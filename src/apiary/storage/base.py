@@ -279,8 +279,9 @@ class Coordination(ABC):
     async def wake(self, target: str) -> None: ...
 
     @abstractmethod
-    async def lease_session(self, session_id: str, owner: str, lease_s: float) -> str:
-        """Take or renew the lease of a session for ``owner``; returns its holder afterwards."""
+    async def lease_session(self, session_id: str, owner: str, lease_s: float, *, take_from: str | None = None) -> str:
+        """Take or renew the lease of a session for ``owner`` (also from ``take_from``, a holder known to be
+        dead); returns its holder afterwards."""
 
     @abstractmethod
     async def renew_sessions(self, owner: str, lease_s: float) -> None: ...

@@ -131,12 +131,13 @@ class PgCoordination(Coordination):
 
     # -- session leases ----------------------------------------------------------------------------
 
-    async def lease_session(self, session_id: str, owner: str, lease_s: float) -> str:
+    async def lease_session(self, session_id: str, owner: str, lease_s: float, *, take_from: str | None = None) -> str:
         row = await self._db.fetchone(
             "INSERT INTO apiary_session_leases (session_id, owner, lease_until) VALUES (%s, %s, now() +"
             " make_interval(secs => %s)) ON CONFLICT (session_id) DO UPDATE SET owner = EXCLUDED.owner,"
             " lease_until = EXCLUDED.lease_until WHERE apiary_session_leases.owner = EXCLUDED.owner"
-            " OR apiary_session_leases.lease_until < now() RETURNING owner", (session_id, owner, lease_s))
+            " OR apiary_session_leases.lease_until < now() OR apiary_session_leases.owner = %s RETURNING owner",
+            (session_id, owner, lease_s, take_from))
         if row is not None:
             return str(row[0])
         held = await self._db.fetchone("SELECT owner FROM apiary_session_leases WHERE session_id = %s",
