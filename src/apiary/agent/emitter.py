@@ -1,9 +1,14 @@
-"""Publishes a loop's events with its envelope (stream, node, execution, colony, run) filled in."""
+"""Publishes a loop's events with its envelope (stream, node, execution, colony, run) filled in.
+
+``post`` is for the events of a loop's hot path (iteration and tool-call events): they are queued
+for storage and fan-out in order without the loop waiting for their commit; the loop's next awaited
+write (a message, the cursor) commits no earlier, and a posted event that fails to store is raised
+by the next ``emit``, ``post`` or ``settle``, so no failure goes unseen."""
 
 from __future__ import annotations
 
 import asyncio
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from apiary.bus.bus import EventBus
@@ -20,12 +25,43 @@ class Emitter:
     colony_id: str | None = None
     run_id: str | None = None
     muted: bool = False   # set once the run's final event is out: nothing of it may follow
+    _failed: BaseException | None = field(default=None, repr=False)
+    _posted: asyncio.Future[list[StoredEvent]] | None = field(default=None, repr=False)
 
     def event(self, type_: str, data: dict[str, Any]) -> Event:
         return Event(type=type_, data=data, stream_id=self.stream_id, node_id=self.node_id,
                      execution_id=self.execution_id, colony_id=self.colony_id, run_id=self.run_id)
 
+    def post(self, type_: str, data: dict[str, Any]) -> None:
+        self.post_many([(type_, data)])
+
+    def post_many(self, items: list[tuple[str, dict[str, Any]]]) -> None:
+        self._raise_failed()
+        if self.muted or not items:
+            return
+        future = self.bus.post(self.session_id, [self.event(t, d) for t, d in items])
+        future.add_done_callback(self._note)
+        self._posted = future
+
+    def _note(self, done: asyncio.Future[list[StoredEvent]]) -> None:
+        if self._posted is done:
+            self._posted = None
+        if not done.cancelled() and done.exception() is not None and self._failed is None:
+            self._failed = done.exception()
+
+    def _raise_failed(self) -> None:
+        if self._failed is not None:
+            failed, self._failed = self._failed, None
+            raise failed
+
+    async def settle(self) -> None:
+        """Until every posted event is stored; raises a posted event's failure."""
+        if self._posted is not None:
+            await asyncio.wait([self._posted])
+        self._raise_failed()
+
     async def emit(self, type_: str, data: dict[str, Any]) -> StoredEvent | None:
+        self._raise_failed()
         if self.muted:
             return None
         # Shielded: a cancel arriving mid-append must not leave the log's id counter behind the
@@ -35,6 +71,7 @@ class Emitter:
     async def emit_many(self, items: list[tuple[str, dict[str, Any]]], *, shield: bool = True) -> list[StoredEvent]:
         """Several events at once, in order: one append to the log (one transaction) for all of them.
         ``shield=False`` is for a caller that is itself never cancelled (a task of its own)."""
+        self._raise_failed()
         if self.muted or not items:
             return []
         publish = self.bus.publish_many(self.session_id, [self.event(t, d) for t, d in items])

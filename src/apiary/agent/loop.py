@@ -184,7 +184,8 @@ class AgentLoop:
 
     async def _iteration(self) -> TurnResult:
         ctx = self.ctx
-        await ctx.emitter.emit_many([
+        # Posted, not awaited (here and for the turn's other progress events): see Emitter.post.
+        ctx.emitter.post_many([
             ("node_loop_iteration", {"iteration": ctx.state.iteration, **ctx.hooks.iteration_data()}),
             ("context_usage_updated", self._usage_data("iteration_start"))])
         compacted = await compact_if_needed(ctx)
@@ -214,7 +215,7 @@ class AgentLoop:
             self.in_turn = False
             self._turn_task = None
         if not result.cancelled:
-            await ctx.emitter.emit("llm_turn_complete", {
+            ctx.emitter.post("llm_turn_complete", {
                 "stop_reason": result.stop_reason, "model": ctx.llm.model, "input_tokens": result.input_tokens,
                 "output_tokens": result.output_tokens, "cached_tokens": result.cached_tokens,
                 "cache_creation_tokens": result.cache_creation_tokens, "cost_usd": result.cost_usd,
@@ -267,7 +268,7 @@ class AgentLoop:
         return TurnResult(texts=[text])
 
     async def _usage_event(self, trigger: str) -> None:
-        await self.ctx.emitter.emit("context_usage_updated", self._usage_data(trigger))
+        self.ctx.emitter.post("context_usage_updated", self._usage_data(trigger))
 
     def _usage_data(self, trigger: str) -> dict[str, Any]:
         ctx = self.ctx

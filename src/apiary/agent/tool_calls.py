@@ -111,8 +111,8 @@ async def _finish(ctx: RunContext, call: ToolCall, output: ToolOutput, done: dic
 async def _store_result(ctx: RunContext, call: ToolCall, output: ToolOutput) -> None:
     ctx.stage_message("tool", output.content, tool_use_id=call.id, is_error=output.is_error)
     await ctx.flush()   # with the recorded result staged by ``_run_one``, when there is one
-    await ctx.emitter.emit("tool_call_completed", {"tool_use_id": call.id, "tool_name": call.name,
-                                                   "result": output.content[:2000], "is_error": output.is_error})
+    ctx.emitter.post("tool_call_completed", {"tool_use_id": call.id, "tool_name": call.name,
+                                             "result": output.content[:2000], "is_error": output.is_error})
 
 
 def _limit_error(ctx: RunContext, index: int) -> str | None:
@@ -133,8 +133,9 @@ def _all_parallel(ctx: RunContext, calls: list[ToolCall]) -> bool:
 
 async def run_tool_calls(ctx: RunContext, calls: list[ToolCall]) -> list[CallOutcome]:
     outcomes: dict[str, CallOutcome] = {}
-    await ctx.emitter.emit_many([("tool_call_started", {"tool_use_id": call.id, "tool_name": call.name,
-                                                        "tool_input": call.arguments}) for call in calls])
+    # Posted (Emitter.post): stored in order before anything the tools' results are stored with.
+    ctx.emitter.post_many([("tool_call_started", {"tool_use_id": call.id, "tool_name": call.name,
+                                                  "tool_input": call.arguments}) for call in calls])
     try:
         if _all_parallel(ctx, calls):
             results = await asyncio.gather(*(_run_one(ctx, c) for c in calls))

@@ -68,15 +68,27 @@ class EventBus:
         return event if event.timestamp else replace(event, timestamp=utc_iso(self._clock.now()))
 
     async def publish(self, session_id: str, event: Event) -> StoredEvent:
-        stored = await self.log.append(session_id, self.stamp(event))
-        self._fan_out(session_id, stored)
-        return stored
+        return (await self.publish_many(session_id, [event]))[0]
 
     async def publish_many(self, session_id: str, events: list[Event]) -> list[StoredEvent]:
-        stored = await self.log.append_many(session_id, [self.stamp(e) for e in events])
-        for s in stored:
-            self._fan_out(session_id, s)
-        return stored
+        return await asyncio.shield(self.post(session_id, events))
+
+    def post(self, session_id: str, events: list[Event]) -> asyncio.Future[list[StoredEvent]]:
+        """Publish without waiting: the events are stored, then fanned out, in the order posted.
+
+        For a caller that needs neither the ids nor the commit now: the next write it awaits on the
+        same store commits no earlier (SQLite's writer keeps one order for every write), so nothing
+        it stores later can be durable while these are not. Fan-out runs in the future's first
+        callback, so subscribers see the events before anyone awaiting the future resumes."""
+        future = self.log.submit(session_id, [self.stamp(e) for e in events])
+        future.add_done_callback(lambda done: self._stored(session_id, done))
+        return future
+
+    def _stored(self, session_id: str, done: asyncio.Future[list[StoredEvent]]) -> None:
+        if done.cancelled() or done.exception() is not None:
+            return   # the poster sees the error (Emitter keeps it for its next emit)
+        for stored in done.result():
+            self._fan_out(session_id, stored)
 
     def _fan_out(self, session_id: str, stored: StoredEvent) -> None:
         for listener in self._listeners:

@@ -36,6 +36,30 @@ class EventLog(ABC):
     @abstractmethod
     async def append_many(self, session_id: str, events: list[Event]) -> list[StoredEvent]: ...
 
+    def submit(self, session_id: str, events: list[Event]) -> asyncio.Future[list[StoredEvent]]:
+        """Start appending ``events`` without waiting: the future gets them stored. Appends submitted
+        for one session get ids in submission order, and their futures complete in that order.
+
+        This default chains ``append_many`` calls per session (one task each); a backend that
+        queues its writes itself (SQLite's writer) overrides it."""
+        chains: dict[str, asyncio.Future[Any]] = self.__dict__.setdefault("_submit_chains", {})
+        previous = chains.get(session_id)
+
+        async def append_after() -> list[StoredEvent]:
+            if previous is not None:
+                await asyncio.wait([previous])   # its outcome is its own caller's to see
+            return await self.append_many(session_id, events)
+
+        task = asyncio.get_running_loop().create_task(append_after(), name=f"event-append:{session_id}")
+        chains[session_id] = task
+
+        def forget(done: asyncio.Future[Any]) -> None:
+            if chains.get(session_id) is done:
+                del chains[session_id]
+
+        task.add_done_callback(forget)
+        return task
+
     @abstractmethod
     async def read(self, session_id: str, *, after: int = 0, limit: int | None = None) -> list[StoredEvent]:
         """Events with id > after, oldest first, at most ``limit``."""

@@ -130,38 +130,63 @@ class WorkerSessionFiles:
 
 
 class FileWorkerSession(WorkerSessionStore):
-    """The ``WorkerSessionStore`` of the embedded backends: the folder, each call in a thread."""
+    """The ``WorkerSessionStore`` of the embedded backends: the folder, each call in a thread.
+
+    ``save`` (the checkpoint of every iteration) is written behind: it returns once the write has
+    started, and the loop's next step runs while the thread writes (LangGraph's default "async"
+    durability does the same with its checkpoints). At most one save is in flight; every call,
+    the next save included, first waits for it, so writes land in order, reads see them, and a
+    failed write (disk full) is raised by the next call instead of being lost. The conversation in
+    the database, which a resume restores from, is stored before the step goes on in any case; a
+    crash can cost at most the newest checkpoint file. On this machine a save is ~0.8 ms, most of
+    it the rename over ``state.json`` (the filesystem flushes a file renamed over another)."""
 
     def __init__(self, path: Path) -> None:
         self.files = WorkerSessionFiles(path)
         self.id = self.files.id
+        self._pending: asyncio.Future[None] | None = None
+
+    async def _settle(self) -> None:
+        pending = self._pending
+        if pending is None:
+            return
+        try:
+            await asyncio.shield(pending)   # a cancelled caller must not let the next write overtake it
+        finally:
+            if pending.done() and self._pending is pending:
+                self._pending = None
+
+    async def _call(self, fn: Any, *args: Any, **kwargs: Any) -> Any:
+        await self._settle()
+        return await asyncio.to_thread(fn, *args, **kwargs)
 
     async def exists(self) -> bool:
-        return await asyncio.to_thread(self.files.exists)
+        return bool(await self._call(self.files.exists))
 
     async def read_state(self) -> dict[str, Any] | None:
-        return await asyncio.to_thread(self.files.read_state)
+        return await self._call(self.files.read_state)  # type: ignore[no-any-return]
 
     async def write_state(self, state: dict[str, Any]) -> None:
-        await asyncio.to_thread(self.files.write_state, state)
+        await self._call(self.files.write_state, state)
 
     async def append_run(self, run_id: str, event: str, now: float, error: str | None = None) -> None:
-        await asyncio.to_thread(self.files.append_run, run_id, event, now, error)
+        await self._call(self.files.append_run, run_id, event, now, error)
 
     async def new_checkpoint_id(self, kind: str, node: str, now: float) -> str:
-        if self.files._counter is not None:   # known: no need for a thread
+        if self.files._counter is not None:   # known: no need for a thread (the pending save never touches it)
             return self.files.new_checkpoint_id(kind, node, now)
-        return await asyncio.to_thread(self.files.new_checkpoint_id, kind, node, now)
+        return await self._call(self.files.new_checkpoint_id, kind, node, now)  # type: ignore[no-any-return]
 
     async def write_checkpoint(self, checkpoint: dict[str, Any], *, force_index: bool = False) -> None:
-        await asyncio.to_thread(self.files.write_checkpoint, checkpoint, force_index=force_index)
+        await self._call(self.files.write_checkpoint, checkpoint, force_index=force_index)
 
     async def save(self, checkpoint: dict[str, Any], state: dict[str, Any], *, force_index: bool = False) -> None:
         def write() -> None:
             self.files.write_checkpoint(checkpoint, force_index=force_index)
             self.files.write_state(state)
 
-        await asyncio.to_thread(write)
+        await self._settle()
+        self._pending = asyncio.get_running_loop().run_in_executor(None, write)
 
     async def end(self, state: dict[str, Any], run_id: str, event: str, now: float, error: str | None = None) -> None:
         def write() -> None:
@@ -169,19 +194,19 @@ class FileWorkerSession(WorkerSessionStore):
             self.files.write_index()
             self.files.append_run(run_id, event, now, error)
 
-        await asyncio.to_thread(write)
+        await self._call(write)
 
     async def list_checkpoints(self) -> list[dict[str, Any]]:
-        return await asyncio.to_thread(self.files.list_checkpoints)
+        return await self._call(self.files.list_checkpoints)  # type: ignore[no-any-return]
 
     async def get_checkpoint(self, checkpoint_id: str) -> dict[str, Any] | None:
-        return await asyncio.to_thread(self.files.get_checkpoint, checkpoint_id)
+        return await self._call(self.files.get_checkpoint, checkpoint_id)  # type: ignore[no-any-return]
 
     async def latest_checkpoint(self) -> dict[str, Any] | None:
-        return await asyncio.to_thread(self.files.latest_checkpoint)
+        return await self._call(self.files.latest_checkpoint)  # type: ignore[no-any-return]
 
     async def write_index(self) -> None:
-        await asyncio.to_thread(self.files.write_index)
+        await self._call(self.files.write_index)
 
 
 def file_worker_session_ids(root: Path) -> list[str]:

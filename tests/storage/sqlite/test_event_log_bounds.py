@@ -1,12 +1,13 @@
 """The SQLite event log keeps bounded state and does not parse long reads on the event loop.
 
-Found by the soak: ``SqliteEventLog._last`` (the per-session id counters) kept one entry for every
-session that ever wrote an event, and a history read of a long log (``GET .../events/history`` reads the
-whole log) decoded every row's JSON on the loop thread, 100-300 ms per request late in the soak.
+Found by the soak: the per-session id counters kept one entry for every session that ever wrote an
+event (ids now come from ``MAX(id)`` inside each write batch, nothing is kept), and a history read
+of a long log decoded every row's JSON on the loop thread, 100-300 ms per request late in the soak.
 """
 
 from __future__ import annotations
 
+import asyncio
 import threading
 from pathlib import Path
 
@@ -29,26 +30,48 @@ def ev(n: int) -> Event:
     return Event(type="node_internal_output", data={"n": n}, stream_id="queen", timestamp="2026-01-01T00:00:00Z")
 
 
-async def test_the_id_counters_are_bounded_and_ids_stay_gap_free(log, monkeypatch):
-    monkeypatch.setattr(sqlite_events, "LAST_CACHE", 8)
+async def test_the_log_keeps_no_state_per_session(log):
     for i in range(30):
         await log.append(f"s{i}", ev(0))
-    assert len(log._last) <= 8
-    # a session whose counter was dropped continues from the log, not from 1
     for i in range(30):
         stored = await log.append_many(f"s{i}", [ev(1), ev(2)])
         assert [s.id for s in stored] == [2, 3]
         assert await log.last_id(f"s{i}") == 3
-    assert len(log._last) <= 8
     assert [s.id for s in await log.read("s0")] == [1, 2, 3]
+    assert not [k for k, v in vars(log).items() if isinstance(v, dict | list) and v]
 
 
-async def test_deleting_a_session_drops_its_counter(log):
+async def test_a_deleted_session_starts_again_at_one_even_within_one_batch(log):
     await log.append("gone", ev(0))
-    assert "gone" in log._last
-    await log.delete_session("gone")
-    assert "gone" not in log._last
-    assert (await log.append("gone", ev(1))).id == 1
+    first = log.submit("gone", [ev(1)])
+    deleted = asyncio.ensure_future(log.delete_session("gone"))
+    await asyncio.sleep(0)                          # the delete is queued, the writer has taken ``first``
+    again = log.submit("gone", [ev(2)])             # ... so the delete and this land in one batch
+    writes_before = log._db.writer.batches
+    assert [s.id for s in await first] == [2]
+    await deleted
+    assert [s.id for s in await again] == [1]
+    assert log._db.writer.batches == writes_before + 1
+    assert [(s.id, s.event.data["n"]) for s in await log.read("gone")] == [(1, 2)]
+
+
+async def test_a_failed_append_leaves_no_gap_and_the_next_one_takes_its_ids(log, monkeypatch):
+    await log.append("s", ev(0))
+    bad = Event(type="x", data={"n": float("nan")}, stream_id="queen", timestamp="t")
+    orig = sqlite_events.StoredEvent.of
+
+    def refuse_nan(event_id, event):
+        if event.data.get("n") != event.data.get("n"):
+            raise ValueError("refused")
+        return orig(event_id, event)
+
+    monkeypatch.setattr(sqlite_events.StoredEvent, "of", staticmethod(refuse_nan))
+    failing = log.submit("s", [ev(1), bad])       # one batch: the failure is rolled back alone
+    after = log.submit("s", [ev(2)])
+    with pytest.raises(ValueError):
+        await failing
+    assert [s.id for s in await after] == [2]
+    assert [s.event.data["n"] for s in await log.read("s")] == [0, 2]
 
 
 async def test_a_long_read_is_decoded_off_the_event_loop(log, monkeypatch):

@@ -1,22 +1,28 @@
 """apiary.db: one aiosqlite connection (one writer), WAL, migrations applied under a lock at open.
 
 Invariants: every write is one autocommit statement or one ``BEGIN IMMEDIATE`` transaction, so a
-crash leaves the old state or the new one. The one connection is shared by every task, so each
-statement and each transaction runs under one asyncio lock: a statement never lands inside
-another task's open transaction, and a read never sees one half done.
+crash leaves the old state or the new one. The one connection is shared by every task; a
+transaction is always sent as one call into the connection's thread (``run``), which runs its
+calls one at a time in the order queued, so a statement never lands inside another task's open
+transaction and a read never sees one half done. The hot writes (events, conversations) go
+through ``writer`` (writer.py), which groups them into shared commits.
 """
 
 from __future__ import annotations
 
 import asyncio
 import hashlib
-from collections.abc import Iterable
+import sqlite3
+from collections.abc import Callable, Iterable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import aiosqlite
 
 from apiary.storage.sqlite.migrations import MIGRATIONS
+from apiary.storage.sqlite.writer import Writer
+
+T = TypeVar("T")
 
 
 def migration_hash(sql: str) -> str:
@@ -27,6 +33,7 @@ class Database:
     def __init__(self, conn: aiosqlite.Connection) -> None:
         self.conn = conn
         self._lock = asyncio.Lock()
+        self.writer = Writer(self)
 
     @classmethod
     async def open(cls, path: Path, *, migrate: bool = True) -> Database:
@@ -82,40 +89,58 @@ class Database:
         async with self._lock:
             await self.conn.execute(sql, tuple(params))
 
-    async def insert_many(self, sql: str, rows: list[tuple[Any, ...]]) -> None:
-        """Many rows of one statement as one atomic write (one thread hop for the rows)."""
+    async def run(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        """``fn(sqlite3 connection)`` in aiosqlite's thread, as one call.
+
+        The lock is held only while the call is queued, not until it has run: aiosqlite's thread
+        runs its calls one at a time in the order queued, so the call can neither land inside a
+        transaction another task holds the lock for, nor be overtaken by what is queued after it,
+        and the connection is free for the next task during the round trip."""
+        conn = self.conn
+        tx = getattr(conn, "_tx", None)
         async with self._lock:
-            if len(rows) == 1:
-                await self.conn.execute(sql, rows[0])
-                return
-            await self.conn.execute("BEGIN IMMEDIATE")
-            try:
-                await self.conn.executemany(sql, rows)
-                await self.conn.execute("COMMIT")
-            except BaseException:
-                await asyncio.shield(self.conn.execute("ROLLBACK"))
-                raise
+            if tx is None or not hasattr(tx, "put_nowait"):   # not the aiosqlite we know: the public way
+                return await conn._execute(lambda: fn(conn._conn))  # type: ignore[no-any-return]
+            if not getattr(conn, "_running", False) or getattr(conn, "_connection", None) is None:
+                raise ValueError("Connection closed")
+            future: asyncio.Future[T] = asyncio.get_running_loop().create_future()
+            tx.put_nowait((future, lambda: fn(conn._conn)))
+        return await future
+
+    async def insert_many(self, sql: str, rows: list[tuple[Any, ...]]) -> None:
+        """Many rows of one statement as one atomic write, in one call."""
+        await self.run(lambda conn: _in_transaction(conn, lambda: conn.executemany(sql, rows)))
 
     async def read_many(self, queries: list[tuple[str, tuple[Any, ...]]]) -> list[list[Any]]:
-        """Several reads from one consistent snapshot."""
-        async with self._lock:
-            results = []
-            for sql, params in queries:
-                async with self.conn.execute(sql, params) as cur:
-                    results.append(list(await cur.fetchall()))
-            return results
+        """Several reads from one consistent snapshot, in one call."""
+        def read(conn: sqlite3.Connection) -> list[list[Any]]:
+            conn.execute("BEGIN")
+            try:
+                return [conn.execute(sql, params).fetchall() for sql, params in queries]
+            finally:
+                conn.execute("COMMIT")
+
+        return await self.run(read)
 
     async def transaction(self, statements: list[tuple[str, tuple[Any, ...]]]) -> None:
-        """Run several statements as one atomic write."""
-        async with self._lock:
-            await self.conn.execute("BEGIN IMMEDIATE")
-            try:
-                for sql, params in statements:
-                    await self.conn.execute(sql, params)
-                await self.conn.execute("COMMIT")
-            except BaseException:
-                await asyncio.shield(self.conn.execute("ROLLBACK"))
-                raise
+        """Several statements as one atomic write, in one call."""
+        def run_all(conn: sqlite3.Connection) -> None:
+            for sql, params in statements:
+                conn.execute(sql, params)
+
+        await self.run(lambda conn: _in_transaction(conn, lambda: run_all(conn)))
 
     async def close(self) -> None:
+        await self.writer.aclose()
         await self.conn.close()
+
+
+def _in_transaction(conn: sqlite3.Connection, body: Callable[[], Any]) -> None:
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        body()
+        conn.execute("COMMIT")
+    except BaseException:
+        if conn.in_transaction:
+            conn.execute("ROLLBACK")
+        raise

@@ -1,29 +1,30 @@
-"""The event log in apiary.db, with group commit.
+"""The event log in apiary.db, written through the database's writer (writer.py).
 
-Appends queue up while a write is in flight, and the next write takes them all in one transaction
-(one ``executemany``), so many publishers share one commit instead of waiting for one each. Ids
-come from a per-session counter kept in memory after the first read and are assigned in queue
-order inside the writer, so they stay gap-free; the counter only advances once the rows are
-committed. The writer runs in a task of its own: a publisher cancelled while waiting cannot
-leave a written row behind an unadvanced counter.
+An append is one write of the writer's batches: its ids are assigned in the connection's thread,
+inside the batch's transaction, from ``MAX(id)`` of the session (one index lookup per session and
+batch) and the appends before it in the same batch. An append that fails is rolled back to its
+savepoint and the next one takes its ids, so ids stay gap-free and are never reused, with no
+counter in memory to fall behind the table. The JSON text of each event is built there too, off
+the event loop. Fan-out happens in the futures' callbacks, which the writer settles in order.
 
-Bounded: the counters are a cache of ``MAX(id)`` (at most ``LAST_CACHE`` sessions, least recently
-used dropped, always under the lock); a read of more than ``DECODE_INLINE_ROWS`` rows decodes its JSON
-in a worker thread, so a long history never holds the event loop for the whole parse.
+Bounded: a read of more than ``DECODE_INLINE_ROWS`` rows decodes its JSON in a worker thread, so a
+long history never holds the event loop for the whole parse.
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
-from collections import OrderedDict
+import sqlite3
+from typing import Any
 
 from apiary.core.events import Event, StoredEvent
 from apiary.storage.base import EventLog
 from apiary.storage.sqlite.database import Database
+from apiary.storage.sqlite.writer import Statements, StatementsWrite, settle
 
 _INSERT = "INSERT INTO events (session_id, id, type, body) VALUES (?, ?, ?, ?)"
-LAST_CACHE = 1024          # sessions whose last id is kept in memory
+_MAX_ID = "SELECT MAX(id) FROM events WHERE session_id = ?"
 DECODE_INLINE_ROWS = 256   # larger reads are decoded off the event loop
 
 
@@ -42,67 +43,66 @@ async def _decode(rows: list[tuple[int, str]]) -> list[StoredEvent]:
     return await asyncio.to_thread(_rows_to_events, rows)
 
 
+class _Append:
+    """One append, as a write of the writer's batch."""
+
+    __slots__ = ("events", "future", "session_id")
+
+    def __init__(self, session_id: str, events: list[Event], future: asyncio.Future[list[StoredEvent]]) -> None:
+        self.session_id = session_id
+        self.events = events
+        self.future = future
+
+    def run(self, conn: sqlite3.Connection, batch: dict[str, Any]) -> list[StoredEvent]:
+        last_ids: dict[str, int] = batch.setdefault("event_ids", {})
+        last = last_ids.get(self.session_id)
+        if last is None:
+            last = int(conn.execute(_MAX_ID, (self.session_id,)).fetchone()[0] or 0)
+        stored = [StoredEvent.of(last + 1 + i, e) for i, e in enumerate(self.events)]
+        conn.executemany(_INSERT, [(self.session_id, s.id, s.type, s.json_text) for s in stored])
+        last_ids[self.session_id] = stored[-1].id   # only once the rows are in
+        return stored
+
+    def done(self, ok: bool, value: Any) -> None:
+        settle(self.future, ok, value)
+
+
+class _Rewrite(StatementsWrite):
+    """Statements that change a session's rows: later appends of the batch read its MAX(id) again."""
+
+    __slots__ = ("session_id",)
+
+    def __init__(self, session_id: str, statements: Statements, future: asyncio.Future[None]) -> None:
+        super().__init__(statements, future)
+        self.session_id = session_id
+
+    def run(self, conn: sqlite3.Connection, batch: dict[str, Any]) -> None:
+        batch.get("event_ids", {}).pop(self.session_id, None)
+        super().run(conn, batch)
+
+
 class SqliteEventLog(EventLog):
     def __init__(self, db: Database) -> None:
         self._db = db
-        self._lock = asyncio.Lock()
-        self._last: OrderedDict[str, int] = OrderedDict()   # only touched under ``_lock``
-        self._queue: list[tuple[str, list[Event], asyncio.Future[list[StoredEvent]]]] = []
-        self._writer: asyncio.Task[None] | None = None
 
-    async def _last_locked(self, session_id: str) -> int:
-        last = self._last.get(session_id)
-        if last is None:
-            row = await self._db.fetchone("SELECT MAX(id) FROM events WHERE session_id = ?", (session_id,))
-            last = int(row[0] or 0)
-        self._remember(session_id, last)
-        return last
-
-    def _remember(self, session_id: str, last: int) -> None:
-        self._last[session_id] = last
-        self._last.move_to_end(session_id)
-        while len(self._last) > LAST_CACHE:
-            self._last.popitem(last=False)
+    def submit(self, session_id: str, events: list[Event]) -> asyncio.Future[list[StoredEvent]]:
+        future: asyncio.Future[list[StoredEvent]] = asyncio.get_running_loop().create_future()
+        if not events:
+            future.set_result([])
+        else:
+            self._db.writer.submit(_Append(session_id, list(events), future))
+        return future
 
     async def append(self, session_id: str, event: Event) -> StoredEvent:
         return (await self.append_many(session_id, [event]))[0]
 
     async def append_many(self, session_id: str, events: list[Event]) -> list[StoredEvent]:
-        future: asyncio.Future[list[StoredEvent]] = asyncio.get_running_loop().create_future()
-        self._queue.append((session_id, events, future))
-        if self._writer is None or self._writer.done():
-            self._writer = asyncio.create_task(self._write_queued(), name="event-log-writer")
-        return await asyncio.shield(future)
+        return await asyncio.shield(self.submit(session_id, events))
 
-    async def _write_queued(self) -> None:
-        while self._queue:
-            batch, self._queue = self._queue, []
-            async with self._lock:
-                await self._write_batch(batch)
-
-    async def _write_batch(self, batch: list[tuple[str, list[Event], asyncio.Future[list[StoredEvent]]]]) -> None:
-        next_id: dict[str, int] = {}
-        results: list[list[StoredEvent]] = []
-        try:
-            for session_id, events, _ in batch:
-                first = next_id.get(session_id, await self._last_locked(session_id)) + 1
-                results.append([StoredEvent.of(first + i, e) for i, e in enumerate(events)])
-                next_id[session_id] = first + len(events) - 1
-            rows = [(sid, s.id, s.type, s.json_text) for (sid, _, _), stored in zip(batch, results, strict=True)
-                    for s in stored]
-            await self._db.insert_many(_INSERT, rows)
-        except BaseException as exc:
-            for _, _, future in batch:
-                if not future.done():
-                    future.set_exception(exc if isinstance(exc, Exception) else RuntimeError("event log closed"))
-            if not isinstance(exc, Exception):
-                raise
-            return
-        for session_id, last in next_id.items():
-            self._remember(session_id, last)
-        for (_, _, future), stored in zip(batch, results, strict=True):
-            if not future.done():
-                future.set_result(stored)
+    async def _rewrite(self, session_id: str, statements: Statements) -> None:
+        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._db.writer.submit(_Rewrite(session_id, statements, future))
+        await asyncio.shield(future)
 
     async def read(self, session_id: str, *, after: int = 0, limit: int | None = None) -> list[StoredEvent]:
         rows = await self._db.fetchall(
@@ -119,24 +119,15 @@ class SqliteEventLog(EventLog):
         return await _decode(rows)
 
     async def last_id(self, session_id: str) -> int:
-        async with self._lock:
-            return await self._last_locked(session_id)
+        row = await self._db.fetchone(_MAX_ID, (session_id,))
+        return int(row[0] or 0)
 
     async def delete_session(self, session_id: str) -> None:
-        async with self._lock:
-            await self._db.execute("DELETE FROM events WHERE session_id = ?", (session_id,))
-            self._last.pop(session_id, None)
+        await self._rewrite(session_id, [("DELETE FROM events WHERE session_id = ?", (session_id,))])
 
     async def copy_session(self, source: str, target: str) -> None:
-        async with self._lock:
-            await self._db.transaction(
-                [
-                    ("DELETE FROM events WHERE session_id = ?", (target,)),
-                    (
-                        "INSERT INTO events (session_id, id, type, body) SELECT ?, id, type, body FROM events"
-                        " WHERE session_id = ?",
-                        (target, source),
-                    ),
-                ]
-            )
-            self._last.pop(target, None)
+        await self._rewrite(target, [
+            ("DELETE FROM events WHERE session_id = ?", (target,)),
+            ("INSERT INTO events (session_id, id, type, body) SELECT ?, id, type, body FROM events"
+             " WHERE session_id = ?", (target, source)),
+        ])
