@@ -17,7 +17,7 @@ Two figures per step, because with 1,000 loops on one event loop they are differ
 - ``step_overhead_ms``, the time the harness adds to a step: the event-loop time spent running that
   loop's own code during its step (every callback and task step whose context belongs to that loop,
   its turn, tool and delta tasks included), plus an equal share per step of the shared work (the
-  event log's and the conversation store's writer tasks, callbacks from the database thread, and the
+  database's writer task (writer.py), callbacks from the database thread, and the
   CPU time of aiosqlite's thread, read from ``/proc``). It is what one step costs, whatever else runs.
 - ``step_latency_ms``: the step's duration minus the two model waits, as measured before. With
   1,000 loops this also holds the time a ready step waits behind the other loops' work on the one
@@ -105,7 +105,7 @@ async def sessions_rss(total: int) -> dict[str, Any]:
 
 
 _LOOP = contextvars.ContextVar[int | None]("bench_loop", default=None)
-SHARED_TASKS = frozenset({"event-log-writer", "conversation-writer"})
+SHARED_TASKS = frozenset({"apiary-db-writer"})
 
 
 class LoopTime:
