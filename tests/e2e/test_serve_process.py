@@ -117,6 +117,11 @@ async def test_cold_start_answers_health(start_server):
     resp = await server.client.get("/api/health")
     assert resp.status_code == 200
     assert resp.json()["status"] == "ok"
+    # The start runs with the cyclic GC off; by the time it listens the GC is back on, with the
+    # start-up objects frozen out of later collections (cli serve + server/app.py _gc_after_start).
+    runtime = (await server.client.get("/api/debug/runtime")).json()
+    assert runtime["gc_enabled"] is True
+    assert runtime["gc_frozen_objects"] > 10_000
     assert await server.kill(signal.SIGTERM) == 0
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import gc
 import logging
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
@@ -73,7 +74,17 @@ async def build_app(settings: Settings, *, stores: Stores | None = None, llm_fac
     monitor = LoopLagMonitor()
     app[LAG_MONITOR] = monitor
     app.cleanup_ctx.append(monitor.lifecycle)
+    app.on_startup.append(_gc_after_start)
     return app
+
+
+async def _gc_after_start(app: web.Application) -> None:
+    """``apiary serve`` starts with the cyclic GC off (cli/main.py): turn it back on once the app has
+    started, after moving what exists by then (modules, the app, its stores) to the permanent generation,
+    so no later collection scans it again. Callers that left the GC on (tests) are not touched."""
+    if not gc.isenabled():
+        gc.freeze()
+        gc.enable()
 
 
 def ends_with_its_client(handler: Handler, poll_s: float | None = None) -> Handler:

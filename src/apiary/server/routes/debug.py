@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import bisect
 import contextlib
+import gc
 import os
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -77,7 +78,9 @@ async def runtime(request: web.Request) -> web.Response:
                               "loop_lag_ms_max": round(monitor.take_max(), 2),
                               "loop_lag_ms_last": round(monitor.last_ms, 2),
                               "loop_lag_histogram": {"bounds_ms": list(LAG_BOUNDS_MS), "counts": list(monitor.counts)},
-                              "open_fds": _open_fds(), "rss_bytes": _rss_bytes()})
+                              "open_fds": _open_fds(), "rss_bytes": _rss_bytes(),
+                              # ``apiary serve`` starts with it off and turns it on once listening
+                              "gc_enabled": gc.isenabled(), "gc_frozen_objects": gc.get_freeze_count()})
 
 
 ROUTES = [Route("GET", "/api/debug/runtime", runtime, "Process figures: asyncio tasks, event-loop lag, fds, RSS")]
