@@ -26,3 +26,6 @@ if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
   fi
   touch "$stamp"
 fi
+# Bytecode for apiary's own sources (an editable install): without it, where PYTHONDONTWRITEBYTECODE
+# is set, every start compiles them again (~0.1-0.2 s of a ~0.3 s start). Quick when up to date.
+.venv/bin/python -m compileall -q src >/dev/null || true
