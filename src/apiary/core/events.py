@@ -142,14 +142,18 @@ class StoredEvent:
         return self.event.type
 
 
+def delta_key(stored: StoredEvent) -> tuple[Any, ...]:
+    """What ``collapse_text_deltas`` keeps one text delta per; the event logs' ``count_collapsed``
+    computes the same key in SQL (a missing field and JSON null are one value)."""
+    ev = stored.event
+    return ev.type, ev.stream_id, ev.node_id, ev.execution_id, ev.data.get("iteration"), ev.data.get("inner_turn")
+
+
 def collapse_text_deltas(events: list[StoredEvent]) -> list[StoredEvent]:
     """Keep only the last text delta per (stream, node, execution, iteration, inner turn)."""
     last: dict[tuple[Any, ...], int] = {}
     for index, stored in enumerate(events):
         if stored.type in TEXT_DELTA_TYPES:
-            ev = stored.event
-            key = (ev.type, ev.stream_id, ev.node_id, ev.execution_id, ev.data.get("iteration"),
-                   ev.data.get("inner_turn"))
-            last[key] = index
+            last[delta_key(stored)] = index
     keep = set(last.values())
     return [s for i, s in enumerate(events) if s.type not in TEXT_DELTA_TYPES or i in keep]

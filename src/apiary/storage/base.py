@@ -29,6 +29,9 @@ class Conversation:
     partials: dict[int, JsonObject] = field(default_factory=dict)
 
 
+COUNT_PAGE = 1000   # events decoded at a time by the default ``count_collapsed``
+
+
 class EventLog(ABC):
     @abstractmethod
     async def append(self, session_id: str, event: Event) -> StoredEvent: ...
@@ -70,6 +73,27 @@ class EventLog(ABC):
 
     @abstractmethod
     async def last_id(self, session_id: str) -> int: ...
+
+    async def count_collapsed(self, session_id: str, *, upto: int | None = None) -> int:
+        """How many events with id <= ``upto`` (None: all) the log holds once text deltas are
+        collapsed: ``len(collapse_text_deltas(...))`` of them. This default decodes the log a page at
+        a time; the database backends count in SQL without decoding a row."""
+        from apiary.core.events import TEXT_DELTA_TYPES, delta_key
+
+        others, after = 0, 0
+        keys: set[tuple[Any, ...]] = set()
+        while True:
+            page = await self.read(session_id, after=after, limit=COUNT_PAGE)
+            for stored in page:
+                if upto is not None and stored.id > upto:
+                    return others + len(keys)
+                if stored.type in TEXT_DELTA_TYPES:
+                    keys.add(delta_key(stored))
+                else:
+                    others += 1
+            if len(page) < COUNT_PAGE:
+                return others + len(keys)
+            after = page[-1].id
 
     @abstractmethod
     async def delete_session(self, session_id: str) -> None: ...

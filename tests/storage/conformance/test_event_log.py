@@ -141,3 +141,37 @@ async def test_sqlite_ids_survive_reopen(tmp_path: Path):
 
 async def test_ping(stores: Stores):
     await stores.ping()
+
+
+def delta(type_: str, iteration: object, **extra: object) -> Event:
+    data = {"content": "x"} if iteration is _MISSING else {"content": "x", "iteration": iteration}
+    return Event(type=type_, data=data, stream_id=extra.get("stream_id", "queen"),  # type: ignore[arg-type]
+                 node_id=extra.get("node_id", "queen"), execution_id=extra.get("execution_id", "s1"),  # type: ignore[arg-type]
+                 timestamp="2026-05-01T09:30:12+00:00")
+
+
+_MISSING = object()
+
+
+async def test_count_collapsed_is_the_length_of_the_collapsed_log(stores: Stores):
+    from apiary.core.events import collapse_text_deltas
+
+    log = stores.events
+    events = [ev(0), delta("llm_text_delta", 1), delta("llm_text_delta", 1), delta("llm_text_delta", 2),
+              delta("client_output_delta", 1), delta("client_output_delta", None),
+              delta("client_output_delta", _MISSING),            # missing and null are one key
+              delta("llm_text_delta", 1, execution_id="s2"), delta("llm_text_delta", 1, node_id=None),
+              ev(1, "llm_turn_complete"), delta("llm_text_delta", 1), ev(2)]
+    await log.append_many("s1", events)
+    stored = await log.read("s1")
+    assert await log.count_collapsed("s1") == len(collapse_text_deltas(stored)) == 9   # 3 others + 6 keys
+    for upto in range(len(stored) + 1):
+        assert await log.count_collapsed("s1", upto=upto) == len(collapse_text_deltas(stored[:upto])), upto
+    assert await log.count_collapsed("nobody") == 0
+
+
+async def test_submitted_appends_get_ids_in_submission_order(stores: Stores):
+    futures = [stores.events.submit("s1", [ev(i), ev(i + 100)]) for i in range(10)]
+    results = await asyncio.gather(*futures)
+    assert [s.id for batch in results for s in batch] == list(range(1, 21))
+    assert [s.event.data["n"] for s in await stores.events.read("s1")] == [n for i in range(10) for n in (i, i + 100)]

@@ -20,8 +20,9 @@ async def test_state_checkpoints_and_listing(stores: Stores, tmp_path: Path):
     assert await store.latest_checkpoint() is None
     ids = [await store.new_checkpoint_id("node_start", "worker", 1_800_000_000.0 + i) for i in range(3)]
     assert len(set(ids)) == 3 and [int(i.rsplit("_", 1)[1]) for i in ids] == [1, 2, 3]
-    for n, cp_id in enumerate(ids):
-        await store.save(_checkpoint(cp_id, n), {"status": "active", "latest_checkpoint_id": cp_id})
+    for n, cp_id in enumerate(ids):   # the last is a forced one (node_start, complete, interrupted): state + index
+        await store.save(_checkpoint(cp_id, n), {"status": "active", "latest_checkpoint_id": cp_id},
+                         force_index=n == len(ids) - 1)
     assert await store.exists()
     assert [c["checkpoint_id"] for c in await store.list_checkpoints()] == ids
     assert (await store.latest_checkpoint())["checkpoint_id"] == ids[-1]

@@ -13,6 +13,14 @@ from apiary.storage.postgres.database import PgDatabase
 CHANNEL = "apiary_events"
 _BUMP = ("INSERT INTO apiary_event_heads (session_id, last_id) VALUES (%s, %s) ON CONFLICT (session_id)"
          " DO UPDATE SET last_id = apiary_event_heads.last_id + EXCLUDED.last_id RETURNING last_id")
+_DELTAS = "('client_output_delta', 'llm_text_delta')"   # core.events.TEXT_DELTA_TYPES
+# As the SQLite log's: every other event plus one per delta key; JSON null is taken as missing.
+_KEY = ", ".join(f"NULLIF(body::jsonb #> '{{{path}}}', 'null'::jsonb)"
+                 for path in ("stream_id", "node_id", "execution_id", "data,iteration", "data,inner_turn"))
+_COUNT_COLLAPSED = (
+    f"SELECT (SELECT COUNT(*) FROM apiary_events WHERE session_id = %s AND id <= %s AND type NOT IN {_DELTAS})"
+    f" + (SELECT COUNT(*) FROM (SELECT DISTINCT type, {_KEY} FROM apiary_events"
+    f" WHERE session_id = %s AND id <= %s AND type IN {_DELTAS}) AS k)")
 
 
 def _row(row: tuple[int, str]) -> StoredEvent:
@@ -49,6 +57,11 @@ class PgEventLog(EventLog):
         rows = await self._db.fetchall(
             "SELECT id, body FROM apiary_events WHERE session_id = %s ORDER BY id DESC LIMIT %s", (session_id, limit))
         return [_row(r) for r in reversed(rows)]
+
+    async def count_collapsed(self, session_id: str, *, upto: int | None = None) -> int:
+        upto = (1 << 62) if upto is None else upto
+        row = await self._db.fetchone(_COUNT_COLLAPSED, (session_id, upto, session_id, upto))
+        return int(row[0] or 0) if row else 0
 
     async def last_id(self, session_id: str) -> int:
         row = await self._db.fetchone("SELECT last_id FROM apiary_event_heads WHERE session_id = %s", (session_id,))

@@ -25,6 +25,15 @@ from apiary.storage.sqlite.writer import Statements, StatementsWrite, settle
 
 _INSERT = "INSERT INTO events (session_id, id, type, body) VALUES (?, ?, ?, ?)"
 _MAX_ID = "SELECT MAX(id) FROM events WHERE session_id = ?"
+_DELTAS = "('client_output_delta', 'llm_text_delta')"   # core.events.TEXT_DELTA_TYPES (a test holds them equal)
+# The events once text deltas are collapsed: every other event, plus one per delta key (as
+# core.events.delta_key; json_extract gives NULL for a missing field and for JSON null alike).
+_COUNT_COLLAPSED = (
+    f"SELECT (SELECT COUNT(*) FROM events WHERE session_id = ? AND id <= ? AND type NOT IN {_DELTAS})"
+    " + (SELECT COUNT(*) FROM (SELECT DISTINCT type, json_extract(body, '$.stream_id'),"
+    " json_extract(body, '$.node_id'), json_extract(body, '$.execution_id'),"
+    " json_extract(body, '$.data.iteration'), json_extract(body, '$.data.inner_turn')"
+    f" FROM events WHERE session_id = ? AND id <= ? AND type IN {_DELTAS}))")
 DECODE_INLINE_ROWS = 256   # larger reads are decoded off the event loop
 
 
@@ -117,6 +126,11 @@ class SqliteEventLog(EventLog):
         )
         rows.reverse()
         return await _decode(rows)
+
+    async def count_collapsed(self, session_id: str, *, upto: int | None = None) -> int:
+        upto = (1 << 62) if upto is None else upto
+        row = await self._db.fetchone(_COUNT_COLLAPSED, (session_id, upto, session_id, upto))
+        return int(row[0] or 0)
 
     async def last_id(self, session_id: str) -> int:
         row = await self._db.fetchone(_MAX_ID, (session_id,))
