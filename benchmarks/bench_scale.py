@@ -105,7 +105,8 @@ async def sessions_rss(total: int) -> dict[str, Any]:
 
 
 _LOOP = contextvars.ContextVar[int | None]("bench_loop", default=None)
-SHARED_TASKS = frozenset({"apiary-db-writer"})
+# The database writer task (writer.py); the two names before it, so before/after runs read alike.
+SHARED_TASKS = frozenset({"apiary-db-writer", "event-log-writer", "conversation-writer"})
 
 
 class LoopTime:
