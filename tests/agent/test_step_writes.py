@@ -85,3 +85,56 @@ def test_running_token_estimate_matches_a_full_count():
     assert state.estimated_tokens() == estimate_tokens(state.messages)
     state.messages[-1] = {"seq": 999, "role": "user", "content": "y" * 5000}   # replaced in place
     assert state.estimated_tokens() == estimate_tokens(state.messages)
+
+
+async def test_on_sqlite_a_responses_deltas_and_its_message_share_one_commit(run_loop, tmp_path, monkeypatch):
+    """The deltas are posted, not awaited: on SQLite they go out in the same transaction as the
+    response message written after them (one writer), still before it and before every later event."""
+    from apiary.storage.sqlite import writer as writer_mod
+    from apiary.storage.sqlite.events import _Append
+    from apiary.storage.sqlite.stores import SqliteStores
+
+    batches: list[list[str]] = []
+    run_batch = writer_mod._run_batch
+
+    def recording(conn, writes):
+        batches.append([",".join(e.type for e in w.events) if isinstance(w, _Append)
+                        else " | ".join(sql for sql, _ in w.statements) for w in writes])
+        return run_batch(conn, writes)
+
+    monkeypatch.setattr(writer_mod, "_run_batch", recording)
+    stores = await SqliteStores.open(tmp_path / "apiary.db")
+    assert stores.events.orders_before(stores.conversations)
+    try:
+        words = " ".join(f"w{i}" for i in range(12))
+        run = run_loop(ScriptedLLM([Turn(words)]), stores=stores, initial=["hello"])
+        await run.wait_for("client_input_requested")
+        together = [b for b in batches if any("client_output_delta" in w for w in b)]
+        assert together, batches
+        last = together[-1]
+        deltas_at = max(i for i, w in enumerate(last) if "client_output_delta" in w)
+        assert any("conv_messages" in w for w in last[deltas_at + 1:]), last   # the message, in the same commit
+        kinds = [e.type for e in await run.events()]
+        assert kinds.index("llm_turn_complete") > max(i for i, k in enumerate(kinds) if k == "client_output_delta")
+        assert (await run.messages())[-1]["content"] == words
+        await run.stop()
+    finally:
+        await stores.aclose()
+
+
+async def test_where_the_log_keeps_no_common_order_flush_waits_for_the_deltas(run_loop):
+    stores, _ = counting_stores()
+    assert not stores.events.orders_before(stores.conversations)
+    seen_at_message: list[int] = []
+    append = stores.conversations.append_message
+
+    async def noting(owner, message):
+        if message["role"] == "assistant":
+            seen_at_message.append(len([e for e in await stores.events.read("s1")
+                                        if e.type == "client_output_delta"]))
+        await append(owner, message)
+
+    stores.conversations.append_message = noting   # type: ignore[method-assign]
+    run = run_loop(ScriptedLLM([Turn("a b c d")]), stores=stores, initial=["hello"])
+    await run.wait_for("client_input_requested")
+    assert seen_at_message and seen_at_message[0] == 4   # all four deltas stored before the message

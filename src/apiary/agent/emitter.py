@@ -36,7 +36,7 @@ class Emitter:
         self.post_many([(type_, data)])
 
     def post_many(self, items: list[tuple[str, dict[str, Any]]]) -> None:
-        self._raise_failed()
+        self.raise_failed()
         if self.muted or not items:
             return
         future = self.bus.post(self.session_id, [self.event(t, d) for t, d in items])
@@ -49,7 +49,8 @@ class Emitter:
         if not done.cancelled() and done.exception() is not None and self._failed is None:
             self._failed = done.exception()
 
-    def _raise_failed(self) -> None:
+    def raise_failed(self) -> None:
+        """Raise the failure of a posted event, once."""
         if self._failed is not None:
             failed, self._failed = self._failed, None
             raise failed
@@ -58,10 +59,10 @@ class Emitter:
         """Until every posted event is stored; raises a posted event's failure."""
         if self._posted is not None:
             await asyncio.wait([self._posted])
-        self._raise_failed()
+        self.raise_failed()
 
     async def emit(self, type_: str, data: dict[str, Any]) -> StoredEvent | None:
-        self._raise_failed()
+        self.raise_failed()
         if self.muted:
             return None
         # Shielded: a cancel arriving mid-append must not leave the log's id counter behind the
@@ -71,7 +72,7 @@ class Emitter:
     async def emit_many(self, items: list[tuple[str, dict[str, Any]]], *, shield: bool = True) -> list[StoredEvent]:
         """Several events at once, in order: one append to the log (one transaction) for all of them.
         ``shield=False`` is for a caller that is itself never cancelled (a task of its own)."""
-        self._raise_failed()
+        self.raise_failed()
         if self.muted or not items:
             return []
         publish = self.bus.publish_many(self.session_id, [self.event(t, d) for t, d in items])

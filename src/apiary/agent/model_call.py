@@ -47,10 +47,13 @@ class ModelResult:
 class Streamer:
     """Publishes deltas and keeps the partial text saved, for one model call.
 
-    Deltas are published by a task of their own, so the model's stream is never held up by the
-    event log: those that arrive while an append is in flight go out together in the next one (one
-    transaction), each still its own event, in order. ``flush`` waits until all are out; every
-    path out of the call flushes before it publishes anything else.
+    Deltas are posted (``Emitter.post``): the model's stream is never held up by the event log,
+    and those that arrive in one burst (one turn of the event loop) go out as one append, each
+    still its own event, in order. ``flush`` posts what is left; every path out of the call flushes
+    before it publishes anything else, so no delta follows the next event. Where the log commits in
+    one order with the conversation store (``EventLog.orders_before``: SQLite's one writer) that is
+    all: the response message written next cannot be stored before its deltas. Elsewhere
+    ``flush`` also waits until they are stored.
 
     The partial text is saved once the stream has gone on for ``_FIRST_PARTIAL_AFTER_S`` after
     its first delta, then every ``_PARTIAL_EVERY_S``: a response that arrives all at once is
@@ -65,8 +68,8 @@ class Streamer:
         self.saved = False
         self._type = "client_output_delta" if ctx.role == "queen" else "llm_text_delta"
         self._queued: list[tuple[str, dict[str, Any]]] = []
-        self._pump: asyncio.Task[None] | None = None
-        self._error: Exception | None = None   # a failed publish: raised by the next delta or flush
+        self._post_scheduled = False
+        self._error: BaseException | None = None   # a failed publish: raised by the next delta or flush
 
     async def delta(self, content: str) -> None:
         if not content:
@@ -78,8 +81,9 @@ class Streamer:
         # ``iteration`` on worker deltas too (an addition): history collapses per iteration, not across runs.
         self._queued.append((self._type, {"content": content, "snapshot": self.text, "inner_turn": self.inner_turn,
                                           "iteration": ctx.state.iteration}))
-        if self._pump is None or self._pump.done():
-            self._pump = asyncio.create_task(self._publish_queued(), name="model-deltas")
+        if not self._post_scheduled:
+            self._post_scheduled = True
+            asyncio.get_running_loop().call_soon(self._post_queued)
         now = ctx.clock.monotonic()
         if self._first_at is None:
             self._first_at = now
@@ -87,25 +91,28 @@ class Streamer:
             self._saved_at = now
             await self.save_partial()
 
-    async def _publish_queued(self) -> None:
+    def _post_queued(self) -> None:
+        self._post_scheduled = False
+        if not self._queued:
+            return
+        batch, self._queued = self._queued, []
         try:
-            while self._queued:
-                batch, self._queued = self._queued, []
-                await self.ctx.emitter.emit_many(batch, shield=False)   # this task is only awaited shielded
-        except Exception as exc:
-            self._error, self._queued = exc, []
+            self.ctx.emitter.post_many(batch)
+        except Exception as exc:   # an earlier post's failure, surfacing here
+            self._error = exc
 
     async def flush(self) -> None:
-        """Until every delta received so far is published (also while the caller is being cancelled)."""
-        while True:
-            pump = self._pump
-            if pump is None or pump.done():
-                if self._error is not None:
-                    raise self._error
-                if not self._queued:
-                    return
-                pump = self._pump = asyncio.create_task(self._publish_queued(), name="model-deltas")
-            await asyncio.shield(pump)
+        """Every delta received so far is posted (and, where the log does not keep one order with
+        the conversation store, stored). Also while the caller is being cancelled."""
+        self._post_queued()
+        if self._error is not None:
+            error, self._error = self._error, None
+            raise error
+        ctx = self.ctx
+        if ctx.emitter.bus.log.orders_before(ctx.conversations):
+            ctx.emitter.raise_failed()
+        else:
+            await asyncio.shield(ctx.emitter.settle())
 
     async def save_partial(self) -> None:
         if self.text:

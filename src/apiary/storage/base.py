@@ -74,6 +74,12 @@ class EventLog(ABC):
     @abstractmethod
     async def last_id(self, session_id: str) -> int: ...
 
+    def orders_before(self, store: object) -> bool:
+        """True when whatever is submitted here is committed no later than a write submitted to
+        ``store`` afterwards (one write queue for both). Then a caller may post events and go on to
+        its next write without waiting for them."""
+        return False
+
     async def count_collapsed(self, session_id: str, *, upto: int | None = None) -> int:
         """How many events with id <= ``upto`` (None: all) the log holds once text deltas are
         collapsed: ``len(collapse_text_deltas(...))`` of them. This default decodes the log a page at

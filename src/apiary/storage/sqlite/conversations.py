@@ -69,6 +69,11 @@ class SqliteConversationStore(ConversationStore):
     def __init__(self, db: Database) -> None:
         self._db = db
 
+    @property
+    def writer_db(self) -> Database:
+        """The database whose writer stores this store's writes (``EventLog.orders_before``)."""
+        return self._db
+
     async def load(self, owner: str) -> Conversation:
         states, messages, partials = await self._db.read_many([
             ("SELECT meta, cursor FROM conv_state WHERE owner = ?", (owner,)),

@@ -94,6 +94,9 @@ class SqliteEventLog(EventLog):
     def __init__(self, db: Database) -> None:
         self._db = db
 
+    def orders_before(self, store: object) -> bool:
+        return getattr(store, "writer_db", None) is self._db   # the same database: the same writer
+
     def submit(self, session_id: str, events: list[Event]) -> asyncio.Future[list[StoredEvent]]:
         future: asyncio.Future[list[StoredEvent]] = asyncio.get_running_loop().create_future()
         if not events:

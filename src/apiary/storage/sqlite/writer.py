@@ -118,6 +118,9 @@ class Writer:
         writes: list[Write] = []
         try:
             while self._queue:
+                # One turn of the loop before taking the queue: the tasks already scheduled (a
+                # loop's delta publisher, its next write) join this batch instead of the next one.
+                await asyncio.sleep(0)
                 writes, self._queue = self._queue, []
                 self.batches += 1
                 self.writes += len(writes)
