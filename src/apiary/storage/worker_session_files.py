@@ -99,7 +99,10 @@ class WorkerSessionFiles:
 
     def write_checkpoint(self, checkpoint: dict[str, Any], *, force_index: bool = False) -> bool:
         """The checkpoint file, and the index when due; True when the index was written."""
-        write_json(self.checkpoints_dir / f"{checkpoint['checkpoint_id']}.json", checkpoint, durable=False)
+        # Compact: with an indent json.dumps runs its pure-Python encoder (~10x slower, holding the GIL
+        # while the loop goes on); state.json and index.json, written rarely, stay indented.
+        write_json(self.checkpoints_dir / f"{checkpoint['checkpoint_id']}.json", checkpoint, indent=None,
+                   durable=False)
         entries = self._entries()
         entries[checkpoint["checkpoint_id"]] = {k: checkpoint.get(k) for k in LISTED}
         while len(entries) > INDEX_KEEP:   # numbers only grow: the oldest entry is the first inserted

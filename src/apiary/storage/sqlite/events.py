@@ -109,7 +109,7 @@ class SqliteEventLog(EventLog):
         return (await self.append_many(session_id, [event]))[0]
 
     async def append_many(self, session_id: str, events: list[Event]) -> list[StoredEvent]:
-        return await asyncio.shield(self.submit(session_id, events))
+        return await self.submit(session_id, events)   # a cancelled caller leaves the append queued
 
     async def _rewrite(self, session_id: str, statements: Statements) -> None:
         future: asyncio.Future[None] = asyncio.get_running_loop().create_future()

@@ -112,7 +112,8 @@ class Writer:
             return
         future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self.submit(StatementsWrite(statements, future))
-        await asyncio.shield(future)
+        # Not shielded: a cancelled caller cancels only its future; the write is queued and runs.
+        await future
 
     async def _drain(self) -> None:
         writes: list[Write] = []
