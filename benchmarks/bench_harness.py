@@ -20,8 +20,13 @@ conversation each step grows per-turn bytes (and time) with the length of the co
 
 Sides (each run in a fresh process, alternating, so they share the machine's noise):
 - ``apiary-worker``: a real colony worker execution (ColonyRuntime, Execution, WorkerHooks): SQLite
-  stores plus a checkpoint file and state.json per turn. The tool is injected as the worker's only
-  tool.
+  stores plus a checkpoint file per turn (state.json and index.json with every tenth). The tool is
+  injected as the worker's only tool.
+
+Durability, side by side: apiary's database writes of a step (messages, recordings, cursor) are
+committed before the step goes on, and its checkpoint file is written while the next step runs (at
+most one in flight). LangGraph runs with its default ``durability="async"``: each step's checkpoint
+is persisted while the next step runs. Neither side fsyncs (``synchronous=NORMAL`` in WAL mode).
 - ``apiary-loop``: ``AgentLoop`` (worker role) on ``SqliteStores`` with plain hooks: no checkpoint
   files, the SQLite durability alone.
 - ``langgraph-plain`` / ``langgraph-chatmodel`` / ``langgraph-async``: see ``langgraph_agent.py``.

@@ -301,10 +301,13 @@ def _harness_section(h: dict[str, Any], made: list[str]) -> list[str]:
            "call, the tool's result, a model call answering with text. Scripted model with zero latency on both "
            "sides, durability on (apiary: `SqliteStores`; LangGraph: `SqliteSaver`/`AsyncSqliteSaver`, "
            "`synchronous=NORMAL` like apiary). A step = one turn, from its first model call to the next turn's; the "
-           "first turn is left out. `apiary-worker` is a real colony worker execution (checkpoint file + state.json "
-           "every turn), `apiary-loop` the bare `AgentLoop` on SQLite; `langgraph-plain` uses plain function nodes, "
+           "first turn is left out. `apiary-worker` is a real colony worker execution (a checkpoint file every "
+           "turn, written while the next turn runs; state.json and index.json every tenth), "
+           "`apiary-loop` the bare `AgentLoop` on SQLite; `langgraph-plain` uses plain function nodes, "
            "`langgraph-chatmodel` a `BaseChatModel` and the prebuilt `ToolNode`, `langgraph-async` the latter on "
-           "`AsyncSqliteSaver`/`ainvoke`.", ""]
+           "`AsyncSqliteSaver`/`ainvoke`. Durability: apiary commits a step's database writes before the step "
+           "goes on; LangGraph runs with its default `durability=\"async\"` (a step's checkpoint is persisted "
+           "while the next step runs); neither fsyncs (WAL, `synchronous=NORMAL`).", ""]
     if "overhead" in h:
         ov = h["overhead"]
         out.append(_table(["side", "turns x rounds", "steps", "p50 ms", "p90 ms", "p99 ms", "mean ms"], [
