@@ -28,9 +28,10 @@ class Emitter:
     _failed: BaseException | None = field(default=None, repr=False)
     _posted: asyncio.Future[list[StoredEvent]] | None = field(default=None, repr=False)
 
-    def event(self, type_: str, data: dict[str, Any]) -> Event:
+    def event(self, type_: str, data: dict[str, Any], timestamp: str = "") -> Event:
         return Event(type=type_, data=data, stream_id=self.stream_id, node_id=self.node_id,
-                     execution_id=self.execution_id, colony_id=self.colony_id, run_id=self.run_id)
+                     execution_id=self.execution_id, colony_id=self.colony_id, run_id=self.run_id,
+                     timestamp=timestamp)
 
     def post(self, type_: str, data: dict[str, Any]) -> None:
         self.post_many([(type_, data)])
@@ -39,7 +40,8 @@ class Emitter:
         self.raise_failed()
         if self.muted or not items:
             return
-        future = self.bus.post(self.session_id, [self.event(t, d) for t, d in items])
+        now = self.bus.now_text()   # one timestamp for the burst
+        future = self.bus.post(self.session_id, [self.event(t, d, now) for t, d in items])
         future.add_done_callback(self._note)
         self._posted = future
 

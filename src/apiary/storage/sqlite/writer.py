@@ -140,7 +140,8 @@ class Writer:
             self._queue = []
 
     async def aclose(self) -> None:
-        """Let what is queued commit, then refuse new writes."""
+        """Refuse new writes, and let what is queued commit (a producer still writing cannot keep
+        the close waiting)."""
+        self.closed = True
         while self._task is not None:
             await asyncio.shield(self._task)
-        self.closed = True
