@@ -16,7 +16,6 @@ from apiary.core.jsonfile import dumps
 from apiary.core.messages import JsonObject
 from apiary.storage.base import Conversation, ConversationStore, RecordingStore
 from apiary.storage.sqlite.database import Database
-from apiary.storage.sqlite.writer import Statements
 
 _PUT_CURSOR = (
     "INSERT INTO conv_state (owner, cursor) VALUES (?, ?) ON CONFLICT(owner) DO UPDATE SET cursor = excluded.cursor"
@@ -60,11 +59,6 @@ def _statements(op: WriteOp) -> list[tuple[str, tuple[Any, ...]]]:
     raise ValueError(f"unknown write {kind!r}")
 
 
-async def write_statements(db: Database, statements: Statements) -> None:
-    """One atomic write of ``statements``, grouped with the database's other queued writes."""
-    await db.writer.write(statements)
-
-
 class SqliteConversationStore(ConversationStore):
     def __init__(self, db: Database) -> None:
         self._db = db
@@ -93,22 +87,22 @@ class SqliteConversationStore(ConversationStore):
 
     async def write_many(self, ops: Sequence[WriteOp]) -> None:
         """Several writes (see ``WriteOp``; recordings only when ``batches_with``) as one transaction."""
-        await write_statements(self._db, [statement for op in ops for statement in _statements(op)])
+        await self._db.writer.write([statement for op in ops for statement in _statements(op)])
 
     async def append_message(self, owner: str, message: JsonObject) -> None:
-        await write_statements(self._db, _statements(("message", owner, message)))
+        await self._db.writer.write(_statements(("message", owner, message)))
 
     async def put_cursor(self, owner: str, cursor: JsonObject) -> None:
-        await write_statements(self._db, _statements(("cursor", owner, cursor)))
+        await self._db.writer.write(_statements(("cursor", owner, cursor)))
 
     async def put_meta(self, owner: str, meta: JsonObject) -> None:
-        await write_statements(self._db, _statements(("meta", owner, meta)))
+        await self._db.writer.write(_statements(("meta", owner, meta)))
 
     async def put_partial(self, owner: str, seq: int, partial: JsonObject | None) -> None:
-        await write_statements(self._db, _statements(("partial", owner, seq, partial)))
+        await self._db.writer.write(_statements(("partial", owner, seq, partial)))
 
     async def truncate_from(self, owner: str, seq: int) -> None:
-        await write_statements(self._db, [
+        await self._db.writer.write([
             ("DELETE FROM conv_messages WHERE owner = ? AND seq >= ?", (owner, seq)),
             ("DELETE FROM conv_partials WHERE owner = ? AND seq >= ?", (owner, seq)),
         ])
@@ -128,10 +122,10 @@ class SqliteConversationStore(ConversationStore):
                 (owner, _dump(cursor)),
             )
         )
-        await write_statements(self._db, statements)
+        await self._db.writer.write(statements)
 
     async def copy(self, source: str, target: str) -> None:
-        await write_statements(self._db, [
+        await self._db.writer.write([
             ("DELETE FROM conv_messages WHERE owner = ?", (target,)),
             ("DELETE FROM conv_partials WHERE owner = ?", (target,)),
             ("DELETE FROM conv_state WHERE owner = ?", (target,)),
@@ -141,7 +135,7 @@ class SqliteConversationStore(ConversationStore):
         ])
 
     async def delete(self, owner: str) -> None:
-        await write_statements(self._db, _statements(("delete", owner)))
+        await self._db.writer.write(_statements(("delete", owner)))
 
 
 class SqliteRecordingStore(RecordingStore):
@@ -149,7 +143,7 @@ class SqliteRecordingStore(RecordingStore):
         self._db = db
 
     async def put(self, owner: str, run_id: str, step: int, key: str, value: Any) -> None:
-        await write_statements(self._db, _statements(("record", owner, run_id, step, key, value)))
+        await self._db.writer.write(_statements(("record", owner, run_id, step, key, value)))
 
     async def get_run(self, owner: str, run_id: str) -> dict[tuple[int, str], Any]:
         rows = await self._db.fetchall(
@@ -158,4 +152,4 @@ class SqliteRecordingStore(RecordingStore):
         return {(int(r[0]), str(r[1])): json.loads(r[2]) for r in rows}
 
     async def delete(self, owner: str) -> None:
-        await write_statements(self._db, [("DELETE FROM recordings WHERE owner = ?", (owner,))])
+        await self._db.writer.write([("DELETE FROM recordings WHERE owner = ?", (owner,))])
